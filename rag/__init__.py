@@ -1,0 +1,1 @@
+"""qabot's retrieval-augmented pipeline: load, clean, chunk, index, retrieve, answer."""

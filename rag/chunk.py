@@ -1,0 +1,95 @@
+"""Split cleaned articles into sentence-aware chunks sized for the embedding model.
+
+all-MiniLM-L6-v2 reads at most 256 wordpieces and silently ignores the rest, so chunks are
+measured with the model's own tokenizer (not tiktoken) and the title that is embedded with
+each chunk counts against the budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from llama_index.core import Document
+from llama_index.core.node_parser import SentenceSplitter
+
+from .clean import CleanDocument
+
+Tokenizer = Callable[[str], list[int]]
+
+# Metadata kept on every chunk; only the title is part of the embedded text.
+DOC_META_KEYS = ("doc_id", "title", "date", "url", "source", "author", "doc_hash")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of an article, with where it sits in the cleaned text."""
+
+    chunk_id: str  # "<doc_id>#<index>": stable, so re-ingesting updates in place
+    doc_id: str
+    index: int
+    text: str
+    start: int  # character offsets into the cleaned text: text == clean[start:end]
+    end: int
+    embed_text: str  # what the embedding model sees: title + text
+    metadata: dict[str, Any]
+
+
+def chunk_id(doc_id: str, index: int) -> str:
+    return f"{doc_id}#{index}"
+
+
+class Chunker:
+    """Sentence-aware chunking with llama-index's `SentenceSplitter` and exact offsets."""
+
+    def __init__(self, tokenizer: Tokenizer, chunk_size: int, chunk_overlap: int) -> None:
+        self._splitter = SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap, tokenizer=tokenizer)
+
+    def chunk(self, doc: CleanDocument, doc_id: str, doc_hash: str) -> list[Chunk]:
+        meta = {
+            "doc_id": doc_id,
+            "title": doc.title,
+            "date": doc.date,
+            "url": doc.url,
+            "source": doc.source,
+            "author": doc.author,
+            "doc_hash": doc_hash,
+        }
+        not_embedded = [k for k in meta if k != "title"]
+        document = Document(
+            text=doc.text,
+            metadata=meta,
+            excluded_embed_metadata_keys=not_embedded,
+            excluded_llm_metadata_keys=not_embedded,
+            metadata_template="{value}",
+            metadata_seperator="\n",
+            text_template="{metadata_str}\n\n{content}",
+        )
+        nodes = self._splitter.get_nodes_from_documents([document])
+        chunks: list[Chunk] = []
+        cursor = 0
+        for index, node in enumerate(nodes):
+            text = node.get_content()
+            start = node.start_char_idx
+            if start is None or doc.text[start : start + len(text)] != text:
+                # The splitter could not place the chunk; find it after the previous one.
+                found = doc.text.find(text, max(0, cursor - len(text)))
+                start = found if found >= 0 else doc.text.find(text)
+            if start < 0:  # pragma: no cover - the splitter only ever returns substrings
+                raise RuntimeError(f"chunk {index} of {doc_id} is not a substring of the cleaned text")
+            end = start + len(text)
+            cursor = end
+            chunks.append(
+                Chunk(
+                    chunk_id=chunk_id(doc_id, index),
+                    doc_id=doc_id,
+                    index=index,
+                    text=text,
+                    start=start,
+                    end=end,
+                    embed_text=node.get_content(metadata_mode="embed"),
+                    metadata={**meta, "chunk_index": index, "start": start, "end": end},
+                )
+            )
+        return chunks

@@ -1,0 +1,162 @@
+"""Keep the index in step with the corpus folder: embed only what changed.
+
+Each document's chunks carry a fingerprint of (file bytes, cleaner version, chunking
+settings, embedding model). A sync hashes the files, compares fingerprints with the markers
+in the index and re-embeds only new or changed documents; documents whose files are gone
+are removed. Writes are ordered so that a sync killed at any point is completed by the next.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .chunk import Chunk, Chunker
+from .clean import CLEANER_VERSION, clean_text
+from .embed import Embedder
+from .errors import QabotError
+from .load import LoadedDocument, SkippedFile, load_corpus
+from .settings import Settings
+from .store import ChunkStore
+
+Progress = Callable[[int, int], None]  # (chunks embedded so far, chunks to embed)
+
+# Documents are embedded in groups of about this many chunks, then written one by one.
+_GROUP_CHUNKS = 512
+
+
+@dataclass
+class IngestReport:
+    documents: int = 0  # documents in the index after the sync
+    chunks: int = 0  # chunks in the index after the sync
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    embedded: int = 0  # chunks embedded by this sync
+    seconds: float = 0.0
+    skipped: list[SkippedFile] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (doc_id, e.g. "decoded as Latin-1")
+
+    def summary(self) -> str:
+        return (
+            f"{self.documents} documents, {self.chunks} chunks: {self.added} added, {self.updated} updated, "
+            f"{self.removed} removed, {self.unchanged} unchanged, {len(self.skipped)} skipped "
+            f"({self.embedded} chunks embedded in {self.seconds:.1f} s)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["skipped"] = [{"doc_id": s.doc_id, "reason": s.reason} for s in self.skipped]
+        data["notes"] = [{"doc_id": d, "note": n} for d, n in self.notes]
+        data["seconds"] = round(self.seconds, 3)
+        return data
+
+
+def fingerprint(content_hash: str, settings: Settings, model_id: str) -> str:
+    """What a document's chunks were built from; any change means re-chunk and re-embed."""
+    recipe = f"{content_hash}|cleaner={CLEANER_VERSION}|{settings.chunk_size}/{settings.chunk_overlap}|{model_id}"
+    return hashlib.sha256(recipe.encode()).hexdigest()[:32]
+
+
+def sync_corpus(
+    settings: Settings,
+    store: ChunkStore,
+    embedder: Embedder,
+    *,
+    progress: Progress | None = None,
+    strict: bool = False,
+) -> IngestReport:
+    """Bring `store` in line with `settings.corpus_dir` and report what changed.
+
+    With `strict`, a file that cannot be ingested stops the sync before anything is written.
+    """
+    if not settings.corpus_dir.is_dir():
+        # Never read a missing folder as an empty corpus: that would delete the whole index.
+        raise QabotError(f"corpus folder {settings.corpus_dir} does not exist; create it or set QABOT_CORPUS_DIR")
+    started = time.perf_counter()
+    report = IngestReport()
+    markers = store.markers()
+    model_id = embedder.model_id
+
+    def is_indexed(doc_id: str, content_hash: str) -> bool:
+        marker = markers.get(doc_id)
+        return marker is not None and marker.doc_hash == fingerprint(content_hash, settings, model_id)
+
+    loaded = load_corpus(settings.corpus_dir, int(settings.max_file_mb * 1_000_000), is_indexed)
+    report.skipped.extend(loaded.skipped)
+
+    pending: list[tuple[LoadedDocument, list[Chunk]]] = []
+    chunker: Chunker | None = None
+    present = {s.doc_id for s in loaded.skipped}  # a file that exists but cannot be read keeps its chunks
+    for doc in loaded.documents:
+        present.add(doc.doc_id)
+        report.notes.extend((doc.doc_id, note) for note in doc.notes)
+        if not doc.text:  # unchanged: the loader did not even decode it
+            report.unchanged += 1
+            continue
+        cleaned = clean_text(doc.text, doc.meta)
+        if not cleaned.text.strip():
+            report.skipped.append(SkippedFile(doc.doc_id, "no article text left after removing boilerplate"))
+            continue
+        chunker = chunker or Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
+        chunks = chunker.chunk(cleaned, doc.doc_id, fingerprint(doc.content_hash, settings, model_id))
+        pending.append((doc, chunks))
+
+    if strict and report.skipped:
+        listed = "; ".join(f"{s.doc_id}: {s.reason}" for s in report.skipped[:3])
+        raise QabotError(
+            f"{len(report.skipped)} file(s) cannot be ingested ({listed}); nothing was changed. "
+            "Fix or remove them, or run without --strict to ingest the rest"
+        )
+
+    total = sum(len(chunks) for _, chunks in pending)
+    if progress:
+        progress(0, total)
+    group: list[tuple[LoadedDocument, list[Chunk]]] = []
+    for item in pending:
+        group.append(item)
+        if sum(len(c) for _, c in group) >= _GROUP_CHUNKS:
+            _embed_and_write(group, store, embedder, markers, report, progress, total)
+            group = []
+    if group:
+        _embed_and_write(group, store, embedder, markers, report, progress, total)
+
+    gone = [doc_id for doc_id in markers if doc_id not in present]
+    store.delete_all_except(sorted(present))
+    report.removed = len(gone)
+    final = store.markers()
+    report.documents = len(final)
+    report.chunks = store.count()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _embed_and_write(
+    group: list[tuple[LoadedDocument, list[Chunk]]],
+    store: ChunkStore,
+    embedder: Embedder,
+    markers: dict,
+    report: IngestReport,
+    progress: Progress | None,
+    total: int,
+) -> None:
+    texts = [c.embed_text for _, chunks in group for c in chunks]
+    vectors: list[list[float]] = []
+    batch = max(1, embedder.batch_size)
+    for start in range(0, len(texts), batch):
+        vectors.extend(embedder.embed_documents(texts[start : start + batch]))
+        report.embedded += len(texts[start : start + batch])
+        if progress:
+            progress(report.embedded, total)
+    offset = 0
+    for doc, chunks in group:
+        store.write_document(chunks, vectors[offset : offset + len(chunks)])
+        offset += len(chunks)
+        if doc.doc_id in markers:
+            report.updated += 1
+        else:
+            report.added += 1

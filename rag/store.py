@@ -1,0 +1,221 @@
+"""The chunk index in Chroma: embedded `PersistentClient` by default, a Chroma server when configured.
+
+qabot talks to chromadb directly rather than through llama-index's `ChromaVectorStore`: that
+store keeps a second JSON copy of every chunk in its metadata (most of a 335 MB index at 17k
+chunks, measured here) and hides the collection metadata that records the embedding model.
+Embeddings are always passed in: Chroma's default embedding function downloads a model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .chunk import Chunk
+from .errors import IndexMismatchError, SettingsError, StoreUnavailableError
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "1"
+_PAGE = 2000
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    chunk_id: str
+    text: str
+    metadata: dict[str, Any]
+    score: float = 0.0  # cosine similarity for dense hits
+
+
+@dataclass(frozen=True)
+class DocMarker:
+    """What chunk 0 of a document records: the hash it was built from and how many chunks it has."""
+
+    doc_id: str
+    doc_hash: str
+    n_chunks: int
+    title: str
+    date: str
+
+
+def open_client(settings: Settings):  # -> chromadb.ClientAPI
+    """The Chroma client named by the settings: a server when CHROMA_HOST is set, else embedded."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    if settings.server_mode:
+        headers = {"Authorization": f"Bearer {settings.chroma_auth_token}"} if settings.chroma_auth_token else None
+        where = f"{settings.chroma_host}:{settings.chroma_port}"
+        try:
+            client = chromadb.HttpClient(
+                host=settings.chroma_host,
+                port=settings.chroma_port,
+                ssl=settings.chroma_ssl,
+                headers=headers,
+                settings=chroma_settings,
+            )
+            client.heartbeat()
+        except Exception as exc:  # chromadb raises ValueError/ConnectError/... depending on the failure
+            raise StoreUnavailableError(
+                f"cannot reach the Chroma server at {where} ({type(exc).__name__}); start it or fix CHROMA_HOST/CHROMA_PORT"
+            ) from None
+        return client
+    path = settings.data_dir / "chroma"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise SettingsError(
+            f"QABOT_DATA_DIR={settings.data_dir}: cannot write there ({exc.strerror or exc}); choose a writable folder"
+        ) from None
+    try:
+        return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+    except Exception as exc:
+        raise StoreUnavailableError(f"cannot open the index in {path}: {exc}".splitlines()[0]) from None
+
+
+class ChunkStore:
+    """One Chroma collection of chunks, tied to the embedding model that built it."""
+
+    def __init__(self, collection: Any, model_id: str) -> None:
+        self._col = collection
+        self.model_id = model_id
+
+    # -- opening --------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, client: Any, name: str, model_id: str, *, create: bool = True) -> ChunkStore:
+        """Open (or create) the collection and refuse one built with another embedding model."""
+        col = cls._get(client, name)
+        if col is None:
+            if not create:
+                raise StoreUnavailableError(f"no index yet (collection {name!r}); run `qabot ingest` first")
+            col = client.get_or_create_collection(
+                name,
+                configuration={"hnsw": {"space": "cosine"}},
+                metadata={"embed_model": model_id, "qabot_schema": SCHEMA_VERSION},
+                embedding_function=None,
+            )
+        built_with = (col.metadata or {}).get("embed_model")
+        if built_with and built_with != model_id:
+            raise IndexMismatchError(
+                f"the index {name!r} was built with embedding model {built_with}, but QABOT_EMBED_MODEL is "
+                f"{model_id}; run `qabot ingest --rebuild` to rebuild it, or set QABOT_EMBED_MODEL={built_with}"
+            )
+        return cls(col, model_id)
+
+    @staticmethod
+    def _get(client: Any, name: str) -> Any | None:
+        try:
+            return client.get_collection(name, embedding_function=None)
+        except Exception as exc:  # NotFoundError in 1.x, ValueError in older clients
+            if "does not exist" in str(exc) or type(exc).__name__ in ("NotFoundError", "InvalidCollectionException"):
+                return None
+            raise
+
+    @classmethod
+    def recreate(cls, client: Any, name: str, model_id: str) -> ChunkStore:
+        """Drop the collection and start an empty one (`qabot ingest --rebuild`)."""
+        if cls._get(client, name) is not None:
+            client.delete_collection(name)
+        return cls.open(client, name, model_id)
+
+    # -- reading --------------------------------------------------------------------------------
+    def count(self) -> int:
+        return self._col.count()
+
+    def markers(self) -> dict[str, DocMarker]:
+        """doc_id -> marker of every completely written document (chunk 0 is written last)."""
+        out: dict[str, DocMarker] = {}
+        for _, _, meta in self._iter(where={"chunk_index": 0}, documents=False):
+            out[meta["doc_id"]] = DocMarker(
+                meta["doc_id"], meta.get("doc_hash", ""), int(meta.get("n_chunks", 0)), meta.get("title", ""),
+                meta.get("date", ""),
+            )
+        return out
+
+    def iter_chunks(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """Every (id, text, metadata) in the index, page by page (for the keyword index)."""
+        yield from self._iter(where=None, documents=True)
+
+    def _iter(self, where: dict | None, documents: bool) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        include = ["metadatas", "documents"] if documents else ["metadatas"]
+        offset = 0
+        while True:
+            page = self._col.get(where=where, limit=_PAGE, offset=offset, include=include)
+            ids = page["ids"]
+            docs = page.get("documents") or [""] * len(ids)
+            for cid, text, meta in zip(ids, docs, page["metadatas"] or [{}] * len(ids)):
+                yield cid, text or "", dict(meta or {})
+            if len(ids) < _PAGE:
+                return
+            offset += _PAGE
+
+    def get(self, ids: Sequence[str]) -> list[StoredChunk]:
+        if not ids:
+            return []
+        page = self._col.get(ids=list(ids), include=["metadatas", "documents"])
+        by_id = {
+            cid: StoredChunk(cid, text or "", dict(meta or {}))
+            for cid, text, meta in zip(page["ids"], page["documents"], page["metadatas"])
+        }
+        return [by_id[i] for i in ids if i in by_id]
+
+    def query(self, embedding: Sequence[float], k: int, where: dict | None = None) -> list[StoredChunk]:
+        """The k chunks nearest to `embedding` (cosine), optionally filtered by metadata."""
+        n = min(k, self.count())
+        if n == 0:
+            return []
+        res = self._col.query(
+            query_embeddings=[list(embedding)], n_results=n, where=where, include=["metadatas", "documents", "distances"]
+        )
+        return [
+            StoredChunk(cid, text or "", dict(meta or {}), 1.0 - float(dist))
+            for cid, text, meta, dist in zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0])
+        ]
+
+    # -- writing --------------------------------------------------------------------------------
+    def write_document(self, chunks: Sequence[Chunk], embeddings: Sequence[Sequence[float]]) -> None:
+        """Replace a document's chunks, crash-safely.
+
+        The marker (chunk 0) is deleted first and written last: a document whose marker is
+        present with the current hash is complete, anything else is redone by the next sync.
+        Stable ids mean a redo overwrites rather than duplicates.
+        """
+        if not chunks:
+            return
+        doc_id = chunks[0].doc_id
+        self._col.delete(ids=[chunks[0].chunk_id])
+        self._col.delete(where={"doc_id": doc_id})
+        n = len(chunks)
+        metas = [{**c.metadata, "n_chunks": n} for c in chunks]
+        order = list(range(1, n)) + [0]
+        for start in range(0, n, _PAGE):
+            idx = order[start : start + _PAGE]
+            self._col.upsert(
+                ids=[chunks[i].chunk_id for i in idx],
+                embeddings=[list(embeddings[i]) for i in idx],
+                documents=[chunks[i].text for i in idx],
+                metadatas=[_clean_meta(metas[i]) for i in idx],
+            )
+
+    def delete_document(self, doc_id: str) -> None:
+        self._col.delete(where={"doc_id": doc_id})
+
+    def delete_all_except(self, doc_ids: Sequence[str]) -> None:
+        """Remove chunks of documents no longer in the corpus, including half-written ones."""
+        if doc_ids:
+            self._col.delete(where={"doc_id": {"$nin": list(doc_ids)}})
+        elif self.count():
+            self._col.delete(where={"chunk_index": {"$gte": 0}})
+
+
+def _clean_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """Chroma metadata values must be str/int/float/bool; empty strings are kept for a fixed schema."""
+    return {k: v for k, v in meta.items() if isinstance(v, str | int | float | bool)}
