@@ -18,8 +18,6 @@ from .clean import CleanDocument
 
 Tokenizer = Callable[[str], list[int]]
 
-# Metadata kept on every chunk; only the title is part of the embedded text.
-DOC_META_KEYS = ("doc_id", "title", "date", "url", "source", "author", "doc_hash")
 
 
 @dataclass(frozen=True)
@@ -55,6 +53,8 @@ class Chunker:
             "source": doc.source,
             "author": doc.author,
             "doc_hash": doc_hash,
+            # yyyymmdd as a number: Chroma compares numbers, not strings, in range filters
+            "date_int": int(doc.date.replace("-", "")) if doc.date else 0,
         }
         not_embedded = [k for k in meta if k != "title"]
         document = Document(

@@ -54,7 +54,7 @@ SETTINGS_SPEC: tuple[Var, ...] = (
     Var("QABOT_TORCH_THREADS", "torch_threads", "1",
         "Torch intra-op threads; 1 keeps query latency stable on a busy machine, 0 lets torch decide.", "int"),
     # Retrieval and answering
-    Var("QABOT_TOP_K", "top_k", "4", "Chunks retrieved per question (after fusing dense and keyword).", "int"),
+    Var("QABOT_TOP_K", "top_k", "5", "Chunks retrieved per question (after fusing dense and keyword).", "int"),
     Var("QABOT_ANSWERER", "answerer", "extractive", "extractive (offline), openai, ollama or anthropic."),
     Var("QABOT_REFUSE", "refuse", "true", "Refuse questions the corpus does not cover.", "bool"),
     Var("QABOT_MIN_KEYWORD_COVERAGE", "min_keyword_coverage", "0.5",
@@ -122,7 +122,7 @@ class Settings:
     chunk_overlap: int = 40
     max_file_mb: float = 10.0
     torch_threads: int = 1
-    top_k: int = 4
+    top_k: int = 5
     answerer: str = "extractive"
     refuse: bool = True
     min_keyword_coverage: float = 0.5

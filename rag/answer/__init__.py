@@ -1,0 +1,1 @@
+"""Answerers: the offline extractive one and LLM-backed ones, chosen by name in `registry`."""

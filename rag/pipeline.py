@@ -1,0 +1,157 @@
+"""Question in, grounded answer out: validate, retrieve, decide whether to refuse, answer.
+
+`QAPipeline.from_settings()` builds every collaborator once (index, embedder, keyword index,
+answerers); `ask()` is then cheap and thread-safe for reads. The CLI and the Discord bot
+only call `ask()`, `documents()` and `reindex()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .answer.extractive import ExtractiveAnswerer
+from .answer.registry import build_llm_answerer
+from .errors import QabotError
+from .index import Index
+from .ingest import IngestReport
+from .retrieve import DenseRetriever, Filters, Hit, HybridRetriever, KeywordIndex, keyword_coverage
+from .settings import Settings
+from .types import Answer, Turn
+
+log = logging.getLogger(__name__)
+
+REFUSAL = "The articles I have do not cover that, so I won't guess. Try asking about what they report."
+
+
+class InvalidQuestionError(QabotError):
+    """The question cannot be processed as given (empty, too long, control characters)."""
+
+
+@dataclass(frozen=True)
+class DocInfo:
+    doc_id: str
+    title: str
+    date: str
+    chunks: int
+
+
+def validate_question(question: str, max_chars: int) -> str:
+    """Return the question ready for retrieval, or raise InvalidQuestionError with a polite reason."""
+    if "\x00" in question:
+        raise InvalidQuestionError("The question contains NUL bytes; please send plain text.")
+    if len(question) > max_chars:
+        raise InvalidQuestionError(
+            f"The question is {len(question):,} characters long; please keep it under {max_chars:,}."
+        )
+    cleaned = "".join(
+        ch for ch in unicodedata.normalize("NFC", question)
+        if unicodedata.category(ch) not in ("Cc", "Cf", "Co", "Cs", "Mn") or ch in "\n\t"
+    )
+    cleaned = " ".join(cleaned.split())
+    if not any(ch.isalnum() for ch in cleaned):
+        raise InvalidQuestionError("Please ask a question in words.")
+    return cleaned
+
+
+class QAPipeline:
+    """The whole question-answering pipeline, built once from settings."""
+
+    def __init__(self, settings: Settings, index: Index, llm_answerer=None) -> None:  # noqa: ANN001
+        self.settings = settings
+        self.index = index
+        self.extractive = ExtractiveAnswerer(index.embedder)
+        self.llm = llm_answerer
+        self._lock = threading.RLock()  # guards swapping the keyword index on reindex
+        self._keyword = KeywordIndex.from_store(index.store)
+        self._retriever = HybridRetriever(DenseRetriever(index.store, index.embedder), self._keyword)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, sync: bool = True, index: Index | None = None) -> QAPipeline:
+        """Open the index (building or syncing it from the corpus folder when `sync`) and the answerers."""
+        index = index or Index.from_settings(settings)
+        if sync and settings.corpus_dir.is_dir():
+            report = index.sync()
+            if report.added or report.updated or report.removed:
+                log.info("index synced: %s", report.summary())
+        if index.store.count() == 0:
+            raise QabotError(
+                f"the index is empty: put articles in {settings.corpus_dir} (QABOT_CORPUS_DIR) and run `qabot ingest`"
+            )
+        return cls(settings, index, build_llm_answerer(settings))
+
+    # -- public API -----------------------------------------------------------------------------
+    def ask(self, question: str, history: Sequence[Turn] = (), filters: Filters = Filters()) -> Answer:
+        """Answer one question; `history` holds earlier turns of the same conversation."""
+        started = time.perf_counter()
+        question = validate_question(question, self.settings.max_question_chars)
+        previous = history[-1].question if history else ""
+        standalone = question
+        notice = ""
+        if history and self.llm is not None:
+            standalone, notice = self.llm.condense(question, history)
+        query = f"{previous} {question}" if previous and standalone == question else standalone
+        vector = self.index.embedder.embed_query(query)
+        with self._lock:
+            keyword = self._keyword
+            hits = self._retriever.retrieve(query, self.settings.top_k, filters, embedding=vector)
+        retrieved = time.perf_counter()
+        if self.settings.refuse and not self.has_evidence(standalone, hits, keyword, previous):
+            answer = Answer(question, REFUSAL, refused=True, backend=self._backend_name())
+        elif self.llm is not None:
+            answer = self.llm.answer(question, standalone, hits, history, keyword, vector, self.extractive)
+        else:
+            answer = self.extractive.answer(standalone, hits, keyword, vector, context_question=previous)
+            if answer.refused:
+                answer = Answer(question, REFUSAL, refused=True, backend=self.extractive.name)
+        done = time.perf_counter()
+        return Answer(
+            question=question,
+            text=answer.text,
+            sources=answer.sources,
+            refused=answer.refused,
+            backend=answer.backend,
+            notice=" ".join(n for n in (notice, answer.notice) if n),
+            timings_ms={
+                "retrieve": (retrieved - started) * 1000,
+                "answer": (done - retrieved) * 1000,
+                "total": (done - started) * 1000,
+            },
+        )
+
+    def has_evidence(self, question: str, hits: Sequence[Hit], keyword: KeywordIndex, previous: str = "") -> bool:
+        """Whether the retrieved chunks plausibly answer the question.
+
+        Two independent signals must agree: the best dense similarity must clear a floor,
+        and the retrieved text must contain most of the question's rare-word weight — or,
+        for paraphrases, dense similarity must be high on its own.
+        """
+        if not hits:
+            return False
+        dense = max(h.dense for h in hits)
+        coverage = keyword_coverage(f"{previous} {question}" if previous else question, hits, keyword)
+        s = self.settings
+        if dense < s.min_dense_score:
+            return False
+        return coverage >= s.min_keyword_coverage or dense >= s.min_dense_score + 0.35
+
+    def documents(self) -> list[DocInfo]:
+        """The indexed documents, by doc_id."""
+        markers = self.index.store.markers()
+        return [DocInfo(m.doc_id, m.title, m.date, m.n_chunks) for m in sorted(markers.values(), key=lambda m: m.doc_id)]
+
+    def reindex(self) -> IngestReport:
+        """Sync the corpus folder into the index and refresh the keyword index."""
+        report = self.index.sync()
+        keyword = KeywordIndex.from_store(self.index.store)
+        with self._lock:
+            self._keyword = keyword
+            self._retriever = HybridRetriever(DenseRetriever(self.index.store, self.index.embedder), keyword)
+        return report
+
+    def _backend_name(self) -> str:
+        return self.llm.name if self.llm is not None else self.extractive.name

@@ -1,0 +1,64 @@
+"""The values that cross from `rag` to its callers: answers, their sources, conversation turns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Source:
+    """One numbered source of an answer, with the quote taken from it."""
+
+    n: int  # the number used in [n] citations
+    doc_id: str  # file name relative to the corpus folder, as in the index
+    title: str
+    date: str
+    url: str
+    quote: str  # verbatim text from the article (checked), or "" when none could be verified
+    score: float  # retrieval score of the chunk the quote comes from
+    verified: bool = True  # False: the quote could not be found in the source and must be shown as such
+    chunk_id: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "doc_id": self.doc_id,
+            "title": self.title,
+            "date": self.date,
+            "url": self.url,
+            "quote": self.quote,
+            "score": round(self.score, 4),
+        }
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What qabot says to a question: text with [n] citations and the sources they point to."""
+
+    question: str
+    text: str
+    sources: tuple[Source, ...] = ()
+    refused: bool = False
+    backend: str = "extractive"
+    notice: str = ""  # shown to the user, e.g. "the LLM timed out; this is the offline answer"
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The public JSON contract of `qabot ask --json` (documented in the README)."""
+        return {
+            "question": self.question,
+            "answer": self.text,
+            "refused": self.refused,
+            "sources": [s.to_json() for s in self.sources],
+            "backend": self.backend,
+            "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
+        }
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One earlier exchange of a conversation, used to understand follow-up questions."""
+
+    question: str
+    answer: str = ""
