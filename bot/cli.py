@@ -117,6 +117,115 @@ def ingest(settings: Settings, rebuild: bool, strict: bool, as_json: bool) -> No
         sys.exit(EXIT_SKIPPED)
 
 
+# ---------------------------------------------------------------------------------------- answering
+def _pipeline(settings: Settings, quiet: bool = False):  # -> QAPipeline
+    """Open the index, syncing it with the corpus folder first (building it if missing)."""
+    from rich.console import Console
+
+    from rag.pipeline import QAPipeline
+
+    console = Console(stderr=True)
+    if quiet or not console.is_terminal:
+        return QAPipeline.from_settings(settings)
+    with console.status("loading the index and model…", spinner="dots"):
+        return QAPipeline.from_settings(settings)
+
+
+@cli.command()
+@click.argument("question", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON; with no QUESTION, read one question per line from stdin.")
+@pass_settings
+@user_errors
+def ask(settings: Settings, question: str | None, as_json: bool) -> None:
+    """Answer QUESTION from the articles, with numbered, quoted sources.
+
+    \b
+    qabot ask "Who signed the US-Poland agreement?"
+    qabot ask --json "Who signed the US-Poland agreement?"
+    printf 'q1\nq2\n' | qabot ask --json      # one JSON object per line, in order
+    """
+    from rich.console import Console
+
+    from rag.pipeline import InvalidQuestionError
+
+    from .render import print_answer
+
+    if question is None and not as_json:
+        fail('give a question (qabot ask "...") or use --json to read questions from stdin', 2)
+    pipeline = _pipeline(settings, quiet=as_json)
+    if not as_json:
+        print_answer(Console(), pipeline.ask(question))
+        return
+    questions = [question] if question is not None else (line.rstrip("\n") for line in sys.stdin)
+    for q in questions:
+        if question is None and not q.strip():
+            continue
+        try:
+            data = pipeline.ask(q).to_json()
+        except InvalidQuestionError as exc:
+            data = {"question": q[:200], "answer": str(exc), "refused": True, "sources": [], "backend": "none",
+                    "timings_ms": {"retrieve": 0.0, "answer": 0.0, "total": 0.0}}
+        click.echo(json.dumps(data, ensure_ascii=False))
+        sys.stdout.flush()
+
+
+@cli.command()
+@pass_settings
+@user_errors
+def chat(settings: Settings) -> None:
+    """Chat with qabot in the terminal (/help inside for commands)."""
+    from rich.console import Console
+
+    from .chat import run_chat
+
+    run_chat(_pipeline(settings), Console())
+
+
+@cli.command(name="eval")
+@click.option("--questions", "questions_file", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="JSONL file of questions (see shared/eval/dev_questions.jsonl).")
+@click.option("-k", "k", type=click.IntRange(1, 50), default=3, show_default=True, help="k of source hit@k.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.option("--min-hit-rate", type=float, default=None, help="Fail (exit 1) if source hit@k is lower.")
+@click.option("--min-correctness", type=float, default=None, help="Fail if answer correctness is lower.")
+@click.option("--min-refusal-rate", type=float, default=None, help="Fail if fewer unanswerable questions are refused.")
+@click.option("--max-false-refusals", type=int, default=None, help="Fail if more answerable questions are refused.")
+@click.option("--min-quote-rate", type=float, default=None, help="Fail if fewer quotes verify.")
+@pass_settings
+@user_errors
+def eval_command(settings: Settings, questions_file: Path, k: int, as_json: bool, min_hit_rate: float | None,
+                 min_correctness: float | None, min_refusal_rate: float | None, max_false_refusals: int | None,
+                 min_quote_rate: float | None) -> None:
+    """Measure retrieval, answers and refusals on a question file; exit 1 under the given thresholds."""
+    from rich.console import Console
+
+    from rag.evaluate import evaluate, read_questions
+
+    from .render import eval_table
+
+    questions = read_questions(questions_file)
+    report = evaluate(_pipeline(settings, quiet=as_json), questions, k=k).to_dict()
+    if as_json:
+        click.echo(json.dumps(report, ensure_ascii=False))
+    else:
+        console = Console()
+        console.print(eval_table(report))
+        for failure in report["failures"]:
+            console.print(f"[red]✗[/red] {failure['id']}: {failure['why']}")
+    below = [
+        name for name, value, limit, higher_is_better in (
+            ("hit rate", report["hit_at_k"], min_hit_rate, True),
+            ("correctness", report["answer_correctness"], min_correctness, True),
+            ("refusal rate", report["refusal_rate"], min_refusal_rate, True),
+            ("false refusals", report["false_refusals"], max_false_refusals, False),
+            ("quote rate", report["quote_verification_rate"], min_quote_rate, True),
+        )
+        if limit is not None and (value < limit if higher_is_better else value > limit)
+    ]
+    if below:
+        fail(f"below threshold: {', '.join(below)}", 1)
+
+
 def main() -> None:
     """Console entry point."""
     cli(prog_name="qabot")

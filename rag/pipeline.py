@@ -101,7 +101,7 @@ class QAPipeline:
             hits = self._retriever.retrieve(query, self.settings.top_k, filters, embedding=vector)
         retrieved = time.perf_counter()
         if self.settings.refuse and not self.has_evidence(standalone, hits, keyword, previous):
-            answer = Answer(question, REFUSAL, refused=True, backend=self._backend_name())
+            answer = Answer(question, REFUSAL, refused=True, backend=self.backend_name())
         elif self.llm is not None:
             answer = self.llm.answer(question, standalone, hits, history, keyword, vector, self.extractive)
         else:
@@ -121,6 +121,7 @@ class QAPipeline:
                 "answer": (done - retrieved) * 1000,
                 "total": (done - started) * 1000,
             },
+            retrieved=tuple(dict.fromkeys(h.doc_id for h in hits)),
         )
 
     def has_evidence(self, question: str, hits: Sequence[Hit], keyword: KeywordIndex, previous: str = "") -> bool:
@@ -153,5 +154,5 @@ class QAPipeline:
             self._retriever = HybridRetriever(DenseRetriever(self.index.store, self.index.embedder), keyword)
         return report
 
-    def _backend_name(self) -> str:
+    def backend_name(self) -> str:
         return self.llm.name if self.llm is not None else self.extractive.name

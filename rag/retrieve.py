@@ -10,6 +10,7 @@ refusal check needs its document frequencies and per-query filters need its weig
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -101,6 +102,7 @@ class KeywordIndex:
     def __init__(self, ids: list[str], texts: list[str], metas: list[dict[str, Any]]) -> None:
         import bm25s
 
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets itself to DEBUG on import
         self.ids, self.texts, self.metas = ids, texts, metas
         tokens = [terms(f"{m.get('title', '')}\n{t}") for t, m in zip(texts, metas)]
         self.n_docs = len(ids)

@@ -167,6 +167,15 @@ class ChunkStore:
         }
         return [by_id[i] for i in ids if i in by_id]
 
+    def get_document(self, doc_id: str) -> list[StoredChunk]:
+        """All chunks of one document, in order."""
+        page = self._col.get(where={"doc_id": doc_id}, include=["metadatas", "documents"])
+        chunks = [
+            StoredChunk(cid, text or "", dict(meta or {}))
+            for cid, text, meta in zip(page["ids"], page["documents"], page["metadatas"])
+        ]
+        return sorted(chunks, key=lambda c: int(c.metadata.get("chunk_index", 0)))
+
     def query(self, embedding: Sequence[float], k: int, where: dict | None = None) -> list[StoredChunk]:
         """The k chunks nearest to `embedding` (cosine), optionally filtered by metadata."""
         n = min(k, self.count())

@@ -43,6 +43,7 @@ class Answer:
     backend: str = "extractive"
     notice: str = ""  # shown to the user, e.g. "the LLM timed out; this is the offline answer"
     timings_ms: dict[str, float] = field(default_factory=dict)
+    retrieved: tuple[str, ...] = ()  # doc_ids in retrieval rank order (for evaluation, not shown)
 
     def to_json(self) -> dict[str, Any]:
         """The public JSON contract of `qabot ask --json` (documented in the README)."""

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import typing
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -476,10 +477,13 @@ def test_metadata_endpoints_do_not_consume_the_queue():
     with FakeOpenAI() as o, FakeOllama() as ol, FakeAnthropic() as a:
         for srv in (o, ol, a):
             srv.enqueue("kept")
-        assert [m.id for m in openai.OpenAI(base_url=o.base_url, api_key="t").models.list()] == ["fake"]
-        assert [m.model for m in ollama.Client(host=ol.base_url).list().models] == ["fake:latest"]
-        assert ollama.Client(host=ol.base_url).show("fake").modelinfo["llama.context_length"] == 8192
-        assert [m.id for m in anthropic.Anthropic(api_key="t", base_url=a.base_url).models.list()] == [a.model]
+        with openai.OpenAI(base_url=o.base_url, api_key="t", timeout=5) as oc:
+            assert [m.id for m in oc.models.list()] == ["fake"]
+        with ollama.Client(host=ol.base_url, timeout=5) as olc:
+            assert [m.model for m in olc.list().models] == ["fake:latest"]
+            assert olc.show("fake").modelinfo["llama.context_length"] == 8192
+        with anthropic.Anthropic(api_key="t", base_url=a.base_url, timeout=5) as ac:
+            assert [m.id for m in ac.models.list()] == [a.model]
         for srv in (o, ol, a):
             assert srv.pending == 1 and srv.chat_requests == [] and len(srv.requests) >= 1
 

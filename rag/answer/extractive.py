@@ -143,7 +143,7 @@ class ExtractiveAnswerer:
 
     def _compose(self, question: str, chosen: list[Candidate], hits: Sequence[Hit]) -> Answer:
         numbers: dict[str, int] = {}
-        quotes: dict[str, list[str]] = {}
+        quotes: dict[str, list[tuple[int, str]]] = {}  # per document: (offset, text), read in order
         parts: list[str] = []
         for c in chosen:
             doc = c.hit.doc_id
@@ -151,7 +151,8 @@ class ExtractiveAnswerer:
             text = _with_context(c)
             if c.follow is not None:
                 text = f"{text} {c.follow.text}"
-            quotes.setdefault(doc, []).append(text)
+            offset = int(c.hit.metadata.get("start", 0)) + c.start
+            quotes.setdefault(doc, []).append((offset, text))
             parts.append(f"{text} [{n}]")
         by_doc = {}
         for c in chosen:
@@ -163,7 +164,7 @@ class ExtractiveAnswerer:
                 title=str(by_doc[doc].hit.metadata.get("title", "")),
                 date=str(by_doc[doc].hit.metadata.get("date", "")),
                 url=str(by_doc[doc].hit.metadata.get("url", "")),
-                quote=" … ".join(quotes[doc]),
+                quote=" … ".join(text for _, text in sorted(quotes[doc])),
                 score=round(by_doc[doc].hit.dense, 4),
                 chunk_id=by_doc[doc].hit.chunk_id,
             )

@@ -1,0 +1,73 @@
+"""The interactive terminal chat: a read-eval-print loop around `QAPipeline.ask()`."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from rag.errors import QabotError
+from rag.pipeline import QAPipeline
+from rag.types import Answer, Turn
+
+from .render import print_answer, print_sources
+
+HELP = """Ask a question about the articles, or type a command:
+  /sources  show the sources of the last answer
+  /reset    forget the conversation (follow-ups start fresh)
+  /help     this help
+  /quit     leave (Ctrl-D works too)"""
+
+PROMPT = "you> "
+
+
+def run_chat(pipeline: QAPipeline, console: Console, history_size: int = 6) -> None:
+    """Loop until /quit or end of input; Ctrl-C abandons the current question, not the chat."""
+    try:
+        import readline  # noqa: F401  (arrow keys and history for input())
+    except ImportError:  # pragma: no cover - Windows without pyreadline
+        pass
+    docs = pipeline.documents()
+    console.print(f"[bold]qabot[/bold] · {len(docs)} articles indexed · answers by {pipeline.backend_name()} · /help for commands")
+    history: list[Turn] = []
+    last: Answer | None = None
+    while True:
+        try:
+            line = input(PROMPT)
+        except EOFError:
+            console.print()
+            return
+        except KeyboardInterrupt:
+            console.print("\n[dim](Ctrl-C: type /quit or press Ctrl-D to leave)[/dim]")
+            continue
+        text = line.strip()
+        if not text:
+            continue
+        command = text.lower()
+        if command in ("/quit", "/exit", "/q"):
+            return
+        if command == "/help":
+            console.print(HELP)
+            continue
+        if command == "/reset":
+            history.clear()
+            last = None
+            console.print("[dim]Conversation reset.[/dim]")
+            continue
+        if command == "/sources":
+            print_sources(console, last)
+            continue
+        if text.startswith("/"):
+            console.print(f"[red]Unknown command {text.split()[0]}[/red]; /help lists them.")
+            continue
+        try:
+            with console.status("thinking…", spinner="dots"):
+                answer = pipeline.ask(text, history)
+        except KeyboardInterrupt:
+            console.print("[dim]cancelled[/dim]")
+            continue
+        except QabotError as exc:
+            console.print(f"[red]{exc}[/red]")
+            continue
+        print_answer(console, answer)
+        last = answer
+        if not answer.refused:
+            history = (history + [Turn(text, answer.text)])[-history_size:]

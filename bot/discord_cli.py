@@ -1,0 +1,117 @@
+"""`qabot discord` (run the bot) and `qabot feedback export` (votes as JSONL).
+
+Registered by `bot/cli.py`, which imports this module last; `user_errors` is looked up
+from there at call time, so either module can be imported first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from rag.errors import QabotError, SettingsError
+from rag.settings import Settings
+
+log = logging.getLogger("qabot.discord")
+
+pass_settings = click.make_pass_decorator(Settings)  # same as bot.cli.pass_settings
+
+TOKEN_HINT = "set DISCORD_TOKEN in the environment or .env to the bot token from the Discord developer portal (Bot → Reset Token)"
+
+
+def _user_errors(func: Callable[..., Any], *args: Any) -> Any:
+    from bot.cli import user_errors
+
+    return user_errors(func)(*args)
+
+
+@click.command("discord")
+@pass_settings
+def discord_command(settings: Settings) -> None:
+    """Run the Discord bot (needs DISCORD_TOKEN; see the README for creating the application).
+
+    Answers mentions, replies to its answers and /ask in the allowed channels (and DMs when
+    QABOT_DISCORD_DMS is true), each in a thread for follow-ups. Stops on Ctrl-C.
+    """
+    _user_errors(run_discord, settings)
+
+
+def run_discord(settings: Settings, pipeline_factory: Callable[[Settings], Any] | None = None) -> None:
+    """Check the token, load the pipeline, run the bot until it is stopped."""
+    token = settings.discord_token.strip()
+    if not token:
+        raise SettingsError(f"DISCORD_TOKEN is not set: {TOKEN_HINT}")
+    if pipeline_factory is None:
+        from rag.pipeline import QAPipeline
+
+        pipeline_factory = QAPipeline.from_settings
+    asyncio.run(serve(settings, token, pipeline_factory))
+
+
+async def check_token(token: str) -> None:
+    """Log in over REST only, so a wrong token fails in a second instead of after loading the model."""
+    import aiohttp
+    import discord
+
+    probe = discord.Client(intents=discord.Intents.none())
+    try:
+        await probe.login(token)
+    except discord.LoginFailure:
+        raise SettingsError(f"Discord rejected DISCORD_TOKEN (401 Unauthorized): {TOKEN_HINT}") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise QabotError(f"cannot reach Discord ({type(exc).__name__}); check the network and try again") from None
+    finally:
+        await probe.close()
+
+
+async def serve(settings: Settings, token: str, pipeline_factory: Callable[[Settings], Any]) -> None:
+    import discord
+
+    from .discord_bot import QABot
+    from .feedback import FeedbackStore
+
+    await check_token(token)
+    log.info("loading the index and model…")
+    pipeline = await asyncio.to_thread(pipeline_factory, settings)
+    bot = QABot(pipeline=pipeline, settings=settings, feedback=FeedbackStore.from_settings(settings))
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError):  # SIGTERM (docker stop) closes the connection cleanly
+        loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(bot.close()))
+    async with bot:
+        try:
+            await bot.start(token)
+        except discord.LoginFailure:
+            raise SettingsError(f"Discord rejected DISCORD_TOKEN (401 Unauthorized): {TOKEN_HINT}") from None
+        except discord.PrivilegedIntentsRequired:
+            raise SettingsError(
+                "Discord refused the Message Content intent: enable it in the developer portal "
+                "(Bot → Privileged Gateway Intents → Message Content Intent) and start again"
+            ) from None
+
+
+@click.group("feedback")
+def feedback_group() -> None:
+    """Votes (👍/👎) collected by the Discord bot."""
+
+
+@feedback_group.command("export")
+@pass_settings
+def feedback_export(settings: Settings) -> None:
+    """Print every vote as one JSON object per line (question, answer, sources, vote, user hash, time)."""
+
+    def export() -> None:
+        from .feedback import FeedbackStore
+
+        path = settings.data_dir / FeedbackStore.FILENAME
+        if not path.exists():
+            return  # no bot has run here yet: nothing to export
+        for line in FeedbackStore(path).export_jsonl():
+            click.echo(line)
+
+    _user_errors(export)

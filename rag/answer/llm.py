@@ -1,0 +1,203 @@
+"""LLM answerers through llama-index's integrations: OpenAI(-compatible), Ollama, Anthropic.
+
+The LLM only ever improves on the offline answer: any failure (unreachable, error status,
+rate limit, malformed reply, timeout, an answer with no valid citation, a leaked system
+prompt) yields the extractive answer with a one-line notice, within a bounded time.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from ..errors import SettingsError
+from ..retrieve import Hit, KeywordIndex
+from ..settings import Settings
+from ..types import Answer, Source, Turn
+from .extractive import ExtractiveAnswerer
+from .grounding import ground
+from .prompts import DONT_KNOW, condense_prompt, new_tag, system_prompt, user_prompt
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DEFAULT_MODELS = {"openai": "gpt-4o-mini", "ollama": "llama3.1", "anthropic": "claude-3-5-haiku-latest"}
+
+
+def make_llm(settings: Settings) -> Any:
+    """The llama-index LLM client for `settings.answerer` (the registry's only job)."""
+    name = settings.answerer
+    model = settings.llm_model or DEFAULT_MODELS[name]
+    timeout = settings.llm_timeout
+    if name == "openai":
+        if settings.llm_base_url:
+            from llama_index.llms.openai_like import OpenAILike
+
+            return OpenAILike(
+                model=model,
+                api_base=settings.llm_base_url,
+                api_key=settings.openai_api_key or "not-needed",
+                is_chat_model=True,
+                context_window=8192,
+                timeout=timeout,
+                max_retries=1,
+            )
+        if not settings.openai_api_key:
+            raise SettingsError("QABOT_ANSWERER=openai needs OPENAI_API_KEY (or QABOT_LLM_BASE_URL for a local server)")
+        from llama_index.llms.openai import OpenAI
+
+        return OpenAI(model=model, api_key=settings.openai_api_key, timeout=timeout, max_retries=1)
+    if name == "ollama":
+        from llama_index.llms.ollama import Ollama
+
+        return Ollama(model=model, base_url=settings.llm_base_url or "http://localhost:11434", request_timeout=timeout)
+    if name == "anthropic":
+        if not settings.anthropic_api_key:
+            raise SettingsError("QABOT_ANSWERER=anthropic needs ANTHROPIC_API_KEY")
+        from llama_index.llms.anthropic import Anthropic
+
+        return Anthropic(
+            model=model,
+            api_key=settings.anthropic_api_key,
+            base_url=settings.llm_base_url or None,
+            timeout=timeout,
+            max_retries=1,
+            max_tokens=512,
+        )
+    raise SettingsError(f"QABOT_ANSWERER={name}: not an LLM answerer")
+
+
+class LLMError(Exception):
+    """The LLM call failed; the message is a short reason fit for a notice."""
+
+
+class LLMAnswerer:
+    """Answers with an LLM over numbered, fenced sources, then grounds the reply."""
+
+    def __init__(self, llm: Any, settings: Settings, system_extra: str = "") -> None:
+        self.llm = llm
+        self.settings = settings
+        self.name = f"{settings.answerer}:{settings.llm_model or DEFAULT_MODELS[settings.answerer]}"
+        self.system_extra = system_extra
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="llm")
+
+    # -- calls ------------------------------------------------------------------------------------
+    def _call(self, fn: Callable[[], T]) -> T:
+        """Run one client call with a hard deadline, whatever the client's own timeout does."""
+        future = self._pool.submit(fn)
+        try:
+            return future.result(timeout=self.settings.llm_timeout + 2)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise LLMError(f"no reply within {self.settings.llm_timeout:g} s") from None
+        except Exception as exc:  # every client raises its own hierarchy; all mean "no answer"
+            raise LLMError(_reason(exc)) from None
+
+    def condense(self, question: str, history: Sequence[Turn]) -> tuple[str, str]:
+        """A standalone version of a follow-up question (the question itself on failure)."""
+        from llama_index.core.llms import ChatMessage
+
+        try:
+            reply = self._call(lambda: self.llm.chat([ChatMessage(role="user", content=condense_prompt(question, history))]))
+        except LLMError as exc:
+            return question, f"Could not reach the {self.name} model to read the conversation ({exc})."
+        text = (reply.message.content or "").strip().splitlines()
+        standalone = text[0].strip().strip('"') if text else ""
+        if not standalone or len(standalone) > self.settings.max_question_chars:
+            return question, ""
+        return standalone, ""
+
+    def answer(
+        self,
+        question: str,
+        standalone: str,
+        hits: Sequence[Hit],
+        history: Sequence[Turn],
+        keyword: KeywordIndex,
+        vector: Sequence[float],
+        extractive: ExtractiveAnswerer,
+    ) -> Answer:
+        from llama_index.core.llms import ChatMessage
+
+        def offline(reason: str) -> Answer:
+            fallback = extractive.answer(standalone, hits, keyword, vector)
+            return replace(
+                fallback,
+                question=question,
+                backend=f"extractive (fallback from {self.name})",
+                notice=f"The {self.name} model did not give a usable answer ({reason}); this is the offline answer.",
+            )
+
+        tag = new_tag()
+        system = system_prompt(tag, self.system_extra)
+        messages = [
+            ChatMessage(role="system", content=system),
+            ChatMessage(role="user", content=user_prompt(standalone, hits, tag)),
+        ]
+        try:
+            reply = self._call(lambda: self.llm.chat(messages))
+        except LLMError as exc:
+            log.warning("LLM answer failed: %s", exc)
+            return offline(str(exc))
+        raw = reply.message.content or ""
+        if not isinstance(raw, str) or not raw.strip():
+            return offline("empty reply")
+        if leaks_prompt(raw, system):
+            log.warning("LLM reply repeated the system prompt; discarded")
+            return offline("the reply repeated its instructions")
+        if DONT_KNOW.lower().rstrip(".") in raw.lower() and not re.search(r"\[\d+\]", raw):
+            return Answer(question, DONT_KNOW, refused=True, backend=self.name)
+        grounded = ground(raw, hits)
+        if not grounded.cited:
+            return offline("it cited no existing source")
+        sources = []
+        for n in grounded.cited:
+            hit = grounded.hit_for[n]
+            quotes = grounded.quotes.get(n) or [extractive.best_quote(vector, standalone, hit, keyword)]
+            sources.append(
+                Source(
+                    n=n,
+                    doc_id=hit.doc_id,
+                    title=str(hit.metadata.get("title", "")),
+                    date=str(hit.metadata.get("date", "")),
+                    url=str(hit.metadata.get("url", "")),
+                    quote=" … ".join(q for q in quotes if q),
+                    score=round(hit.dense, 4),
+                    chunk_id=hit.chunk_id,
+                )
+            )
+        notices = []
+        if grounded.removed_citations:
+            listed = ", ".join(f"[{n}]" for n in grounded.removed_citations)
+            notices.append(f"Removed citation(s) {listed} to sources that do not exist.")
+        if grounded.unverified_quotes:
+            notices.append("Quotes marked [unverified quote] were not found in the cited article.")
+        return Answer(question, grounded.text, tuple(sources), backend=self.name, notice=" ".join(notices))
+
+
+def leaks_prompt(reply: str, system: str, shingle: int = 8) -> bool:
+    """Whether the reply repeats a run of `shingle` words from the system prompt."""
+    words = re.findall(r"\w+", system.lower())
+    reply_text = " ".join(re.findall(r"\w+", reply.lower()))
+    return any(" ".join(words[i : i + shingle]) in reply_text for i in range(len(words) - shingle + 1))
+
+
+def _reason(exc: BaseException) -> str:
+    """A short, secret-free reason for a failed call."""
+    status = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
+    name = type(exc).__name__
+    if status == 429:
+        return "rate limited (HTTP 429)"
+    if status:
+        return f"HTTP {status}"
+    if "Connect" in name or "connect" in str(exc).lower():
+        return "cannot connect to the server"
+    if "Timeout" in name:
+        return "timed out"
+    if isinstance(exc, ValueError | KeyError | TypeError) or "JSON" in name or "Decode" in name:
+        return "malformed reply"
+    return name
