@@ -264,7 +264,7 @@ class QABot(discord.Client):
         if not isinstance(channel, discord.TextChannel):
             return None
         try:
-            thread = await message.create_thread(name=thread_name(question), auto_archive_duration=1440)
+            thread = await channel.create_thread(name=thread_name(question), message=message, auto_archive_duration=1440)
         except discord.HTTPException as exc:
             log.warning("could not open a thread for an answer in channel %s: %s", channel.id, exc)
             return None

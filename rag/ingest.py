@@ -9,6 +9,7 @@ are removed. Writes are ordered so that a sync killed at any point is completed 
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,6 +22,8 @@ from .errors import QabotError
 from .load import LoadedDocument, SkippedFile, load_corpus
 from .settings import Settings
 from .store import ChunkStore
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]  # (chunks embedded so far, chunks to embed)
 
@@ -156,6 +159,7 @@ def _embed_and_write(
     for doc, chunks in group:
         store.write_document(chunks, vectors[offset : offset + len(chunks)])
         offset += len(chunks)
+        log.debug("indexed %s (%d chunks)", doc.doc_id, len(chunks))
         if doc.doc_id in markers:
             report.updated += 1
         else:

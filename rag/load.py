@@ -101,6 +101,8 @@ def load_file(
             return SkippedFile(doc_id, "broken symbolic link")
         if not target.is_relative_to(root_real):
             return SkippedFile(doc_id, "symbolic link to a file outside the corpus folder (not followed)")
+    if not path.is_file():  # a FIFO or device would block or never end
+        return SkippedFile(doc_id, "not a regular file")
     try:
         size = path.stat().st_size
         if size > max_bytes:

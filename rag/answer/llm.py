@@ -25,7 +25,7 @@ from .prompts import DONT_KNOW, condense_prompt, new_tag, system_prompt, user_pr
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-DEFAULT_MODELS = {"openai": "gpt-4o-mini", "ollama": "llama3.1", "anthropic": "claude-3-5-haiku-latest"}
+DEFAULT_MODELS = {"openai": "gpt-4o-mini", "ollama": "llama3.1", "anthropic": "claude-haiku-4-5"}
 
 
 def make_llm(settings: Settings) -> Any:
@@ -44,17 +44,22 @@ def make_llm(settings: Settings) -> Any:
                 is_chat_model=True,
                 context_window=8192,
                 timeout=timeout,
-                max_retries=1,
+                max_retries=0,  # llama-index wraps the SDK's retries in its own: 1 would mean 4 calls
             )
         if not settings.openai_api_key:
             raise SettingsError("QABOT_ANSWERER=openai needs OPENAI_API_KEY (or QABOT_LLM_BASE_URL for a local server)")
         from llama_index.llms.openai import OpenAI
 
-        return OpenAI(model=model, api_key=settings.openai_api_key, timeout=timeout, max_retries=1)
+        return OpenAI(model=model, api_key=settings.openai_api_key, timeout=timeout, max_retries=0)
     if name == "ollama":
         from llama_index.llms.ollama import Ollama
 
-        return Ollama(model=model, base_url=settings.llm_base_url or "http://localhost:11434", request_timeout=timeout)
+        return Ollama(
+            model=model,
+            base_url=settings.llm_base_url or "http://localhost:11434",
+            request_timeout=timeout,
+            context_window=8192,  # known up front: saves a /api/show round trip per process
+        )
     if name == "anthropic":
         if not settings.anthropic_api_key:
             raise SettingsError("QABOT_ANSWERER=anthropic needs ANTHROPIC_API_KEY")
@@ -65,7 +70,7 @@ def make_llm(settings: Settings) -> Any:
             api_key=settings.anthropic_api_key,
             base_url=settings.llm_base_url or None,
             timeout=timeout,
-            max_retries=1,
+            max_retries=0,
             max_tokens=512,
         )
     raise SettingsError(f"QABOT_ANSWERER={name}: not an LLM answerer")

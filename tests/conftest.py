@@ -1,0 +1,110 @@
+"""Shared fixtures: a hermetic environment, the real model loaded once, a built index, CLI runners."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rag.embed import Embedder, resolve_model
+from rag.settings import SETTINGS_SPEC, Settings, load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = REPO / "corpus"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+DEV_QUESTIONS = REPO.parent / "shared" / "eval" / "dev_questions.jsonl"
+MORE_QUESTIONS = Path(__file__).resolve().parent / "data" / "more_questions.jsonl"
+_SCRIPT = Path(sys.executable).with_name("qabot")
+QABOT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "bot.cli"]
+
+
+@pytest.fixture(autouse=True)
+def hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No setting leaks in from the developer's shell or .env; the hub is never contacted."""
+    for var in SETTINGS_SPEC:
+        monkeypatch.delenv(var.env, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    monkeypatch.setenv("ANONYMIZED_TELEMETRY", "False")
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    """The real packaged all-MiniLM-L6-v2, loaded once for the whole run."""
+    return Embedder(resolve_model("all-MiniLM-L6-v2"), batch_size=64, torch_threads=1)
+
+
+@pytest.fixture
+def corpus_copy(tmp_path: Path) -> Path:
+    """A writable copy of the five articles."""
+    dest = tmp_path / "corpus"
+    shutil.copytree(CORPUS, dest)
+    return dest
+
+
+def make_settings(corpus: Path, data: Path, **overrides: object) -> Settings:
+    return load_settings(environ={}, corpus_dir=corpus, data_dir=data, **overrides)
+
+
+@pytest.fixture(scope="session")
+def built_data_dir(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Path:
+    """A data folder holding the index of the real corpus, built once (read-only use)."""
+    from rag.index import Index
+
+    data = tmp_path_factory.mktemp("built")
+    index = Index.from_settings(make_settings(CORPUS, data), embedder=embedder)
+    index.sync()
+    return data
+
+
+@pytest.fixture(scope="session")
+def pipeline(built_data_dir: Path, embedder: Embedder):  # -> QAPipeline
+    """The offline pipeline over the real corpus, shared by read-only tests."""
+    from rag.index import Index
+    from rag.pipeline import QAPipeline
+
+    settings = make_settings(CORPUS, built_data_dir)
+    return QAPipeline.from_settings(settings, index=Index.from_settings(settings, embedder=embedder))
+
+
+def run_qabot(
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    input: str | None = None,
+    timeout: float = 180,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `qabot` command in a fresh process, as a user would (bounded in time)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("QABOT_", "CHROMA_", "DISCORD_"))}
+    full_env.update({"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)})
+    full_env.update(env or {})
+    return subprocess.run(
+        [*QABOT, *args],
+        cwd=cwd or REPO,
+        env=full_env,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
+    """A user-facing failure: the given exit code, one line on stderr, no traceback."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, lines
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "data"
+    yield path
