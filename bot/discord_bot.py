@@ -248,12 +248,12 @@ class QABot(discord.Client):
                         wait=True,
                     )
                 )
+            await asyncio.to_thread(self.feedback.link_messages, answer_id, [m.id for m in sent])
             if queued:
                 await interaction.delete_original_response()
             thread_id = await self._open_thread_from_answer(channel, sent[0], question)
-            await asyncio.to_thread(
-                self.feedback.link_messages, answer_id, [m.id for m in sent], channel_id=thread_id or conversation
-            )
+            if thread_id is not None:
+                await asyncio.to_thread(self.feedback.link_messages, answer_id, [], channel_id=thread_id)
         except Exception as exc:  # noqa: BLE001 - the user gets an answer either way
             await interaction.followup.send(self._error_text(exc), allowed_mentions=NO_PINGS, ephemeral=True)
 

@@ -764,7 +764,9 @@ class FakeDiscord:
                 "application_id": str(self.app_id),
                 "version": str(self.snowflake()),
                 "type": command.get("type", 1),
-                "default_member_permissions": command.get("default_member_permissions"),
+                "default_member_permissions": (
+                    None if command.get("default_member_permissions") is None else str(command["default_member_permissions"])
+                ),
                 "nsfw": command.get("nsfw", False),
                 **({"guild_id": guild} if guild else {}),
             })
