@@ -154,7 +154,7 @@ def ask(settings: Settings, question: str | None, as_json: bool) -> None:
         fail('give a question (qabot ask "...") or use --json to read questions from stdin', 2)
     pipeline = _pipeline(settings, quiet=as_json)
     if not as_json:
-        print_answer(Console(), pipeline.ask(question))
+        print_answer(Console(highlight=False), pipeline.ask(question))
         return
     questions = [question] if question is not None else (line.rstrip("\n") for line in sys.stdin)
     for q in questions:
@@ -178,7 +178,7 @@ def chat(settings: Settings) -> None:
 
     from .chat import run_chat
 
-    run_chat(_pipeline(settings), Console())
+    run_chat(_pipeline(settings), Console(highlight=False))
 
 
 @cli.command(name="eval")
@@ -208,7 +208,7 @@ def eval_command(settings: Settings, questions_file: Path, k: int, as_json: bool
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False))
     else:
-        console = Console()
+        console = Console(highlight=False)
         console.print(eval_table(report))
         for failure in report["failures"]:
             console.print(f"[red]✗[/red] {failure['id']}: {failure['why']}")

@@ -13,6 +13,7 @@ an LLM never pings anyone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import re
@@ -255,7 +256,11 @@ class QABot(discord.Client):
             if thread_id is not None:
                 await asyncio.to_thread(self.feedback.link_messages, answer_id, [], channel_id=thread_id)
         except Exception as exc:  # noqa: BLE001 - the user gets an answer either way
-            await interaction.followup.send(self._error_text(exc), allowed_mentions=NO_PINGS, ephemeral=True)
+            text = self._error_text(exc)
+            if queued:  # replace the queue notice rather than leave it waiting forever
+                await interaction.edit_original_response(content=text, allowed_mentions=NO_PINGS)
+            else:
+                await interaction.followup.send(text, allowed_mentions=NO_PINGS, ephemeral=True)
 
     async def _open_thread_from_answer(
         self, channel: Any, message: discord.Message, question: str
@@ -321,7 +326,10 @@ class QABot(discord.Client):
                 return
         else:
             if isinstance(channel, discord.PartialMessageable):  # a thread not cached yet
-                channel = await self.fetch_channel(channel.id)
+                try:
+                    channel = await self.fetch_channel(channel.id)
+                except discord.HTTPException:
+                    return  # not visible to the bot: nothing it could answer in
             if not self._channel_allowed(channel):
                 return
             own_thread = isinstance(channel, discord.Thread) and channel.owner_id == me.id
@@ -361,17 +369,18 @@ class QABot(discord.Client):
             nonlocal notice
             notice = await dest.send(_queued_text(position), allowed_mentions=NO_PINGS)
 
-        async with dest.typing():
-            try:
+        try:
+            async with dest.typing():
                 answer = await self._answer(ask, notify_queued)
-            except Exception as exc:  # noqa: BLE001
-                await dest.send(self._error_text(exc), reference=reference, mention_author=False, allowed_mentions=NO_PINGS)
-                return
-        answer_id = await asyncio.to_thread(self.feedback.record_answer, answer, channel_id=conversation)
-        sent = await self._send_answer(dest, render_answer(answer), answer_id, reference)
-        await asyncio.to_thread(self.feedback.link_messages, answer_id, [m.id for m in sent])
-        if notice is not None:
-            await notice.delete()
+            answer_id = await asyncio.to_thread(self.feedback.record_answer, answer, channel_id=conversation)
+            sent = await self._send_answer(dest, render_answer(answer), answer_id, reference)
+            await asyncio.to_thread(self.feedback.link_messages, answer_id, [m.id for m in sent])
+        except Exception as exc:  # noqa: BLE001 - the asker gets a reply either way
+            await dest.send(self._error_text(exc), reference=reference, mention_author=False, allowed_mentions=NO_PINGS)
+        finally:
+            if notice is not None:
+                with contextlib.suppress(discord.HTTPException):
+                    await notice.delete()
 
     async def _send_answer(
         self, dest: Any, replies: Sequence[Reply], answer_id: str, reference: discord.Message | None

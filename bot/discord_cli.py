@@ -76,6 +76,7 @@ async def serve(settings: Settings, token: str, pipeline_factory: Callable[[Sett
     from .discord_bot import QABot
     from .feedback import FeedbackStore
 
+    discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False  # qabot never joins voice
     await check_token(token)
     log.info("loading the index and model…")
     pipeline = await asyncio.to_thread(pipeline_factory, settings)
@@ -115,3 +116,9 @@ def feedback_export(settings: Settings) -> None:
             click.echo(line)
 
     _user_errors(export)
+
+
+def register(group: click.Group) -> None:
+    """Add `discord` and `feedback` to the `qabot` command group."""
+    group.add_command(discord_command)
+    group.add_command(feedback_group)

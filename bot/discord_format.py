@@ -109,10 +109,12 @@ def _scan(text: str) -> tuple[bytearray, list[tuple[int, int, str]]]:
     open_at: int | None = None
     lang = ""
     for m in _FENCE_LINE.finditer(text):
-        # The fence lines themselves are never cut, nor the spot just before a closing fence.
+        # Fence lines are never cut, nor the spots that would leave an empty code block behind:
+        # right after an opening fence line, and just before a closing one.
         line_end = m.end()
         unsafe[m.start() + 1 : line_end] = b"\x01" * (line_end - m.start() - 1)
         if open_at is None:
+            unsafe[line_end : min(line_end + 2, len(text) + 1)] = b"\x01" * (min(line_end + 2, len(text) + 1) - line_end)
             open_at, lang = min(line_end + 1, len(text)), m.group(1)
         else:
             unsafe[m.start()] = 1

@@ -17,7 +17,7 @@ from rag.settings import SETTINGS_SPEC, Settings, load_settings
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "corpus"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-DEV_QUESTIONS = REPO.parent / "shared" / "eval" / "dev_questions.jsonl"
+DEV_QUESTIONS = Path(__file__).resolve().parent / "data" / "dev_questions.jsonl"  # copy of shared/eval
 MORE_QUESTIONS = Path(__file__).resolve().parent / "data" / "more_questions.jsonl"
 _SCRIPT = Path(sys.executable).with_name("qabot")
 QABOT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "bot.cli"]

@@ -54,7 +54,8 @@ QUESTIONS = [
     "Which summit in Prague was mentioned?",
 ]
 
-LATENCIES_MS: list[float] = []  # question sent -> answer posted, as the fake saw it
+LATENCIES_MS: list[float] = []  # one question at a time: question sent -> answer posted, as the fake saw it
+BURST_MS: list[float] = []  # the same during the 20-question burst (includes waiting in the queue)
 
 
 # ------------------------------------------------------------------------------- harness
@@ -150,11 +151,12 @@ def message_bodies(fake: FakeDiscord, channel_id: int) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module", autouse=True)
 def report_latency() -> Iterator[None]:
     yield
-    if LATENCIES_MS:
-        print(
-            f"\nfake-Discord answer latency over {len(LATENCIES_MS)} answers: "
-            f"median {statistics.median(LATENCIES_MS):.0f} ms, max {max(LATENCIES_MS):.0f} ms"
-        )
+    for label, values in (("one at a time", LATENCIES_MS), ("20 at once", BURST_MS)):
+        if values:
+            print(
+                f"\nfake-Discord answer latency, {label}: {len(values)} answers, "
+                f"median {statistics.median(values):.0f} ms, max {max(values):.0f} ms"
+            )
 
 
 @pytest.fixture(scope="module")
@@ -399,23 +401,38 @@ def test_twenty_questions_at_once_are_each_answered_once(pipeline: Any, tmp_path
     async def scenario() -> None:
         async with FakeDiscord() as fake, connected(fake, pipeline, bot_settings(tmp_path, max_concurrent=2)):
             users = [fake.add_user(f"user{i}") for i in range(20)]
-            asked = await asyncio.gather(
-                *(fake.user_says(f"<@{fake.bot.id}> {QUESTIONS[i % len(QUESTIONS)]}", author=u) for i, u in enumerate(users))
-            )
+            # Discord's rate limiter pushes back on one of the answers: it still arrives, once.
+            fake.throttle("POST", r"/channels/\d+/messages", times=1, retry_after=0.1)
+            mentions = [
+                fake.user_says(f"<@{fake.bot.id}> {QUESTIONS[i % len(QUESTIONS)]}", author=u) for i, u in enumerate(users[:16])
+            ]
+            slashes = [fake.slash("ask", user=u, question=QUESTIONS[i % len(QUESTIONS)]) for i, u in enumerate(users[16:])]
+            sent = await asyncio.gather(*mentions, *slashes)
+            asked, interactions = sent[:16], sent[16:]
             ids = [int(m["id"]) for m in asked]
-            await fake.wait_until(lambda: all(any(has_buttons(m) for m in fake.bot_messages(i)) for i in ids), timeout=30)
+
+            def all_answered() -> bool:
+                threads_done = all(any(has_buttons(m) for m in fake.bot_messages(i)) for i in ids)
+                return threads_done and all(any(has_buttons(fake.messages[f]) for f in i.followups) for i in interactions)
+
+            await fake.wait_until(all_answered, timeout=30)
             await fake.settle(quiet=0.3)
-            assert sorted(int(t["id"]) for t in fake.threads()) == sorted(ids)
             for i in ids:
                 answers = answer_messages(fake, i)
                 assert len(answers) == 1, f"question {i} got {len(answers)} answers"
-                LATENCIES_MS.append((fake.message_sent_at[int(answers[0]["id"])] - fake.message_sent_at[i]) * 1000)
+                BURST_MS.append((fake.message_sent_at[int(answers[0]["id"])] - fake.message_sent_at[i]) * 1000)
+            for inter in interactions:
+                assert inter.callback_type == 5 and inter.callback_at - inter.dispatched_at < 1.0  # type: ignore[operator]
+                answers = [f for f in inter.followups if not fake.messages[f]["content"].startswith("⏳")]
+                assert len(answers) == 1 and f"**Q:** {inter.options['question']}" in fake.messages[answers[0]]["content"]
+            assert len(fake.threads()) == 20, "every channel answer opened its own thread"
             # With two answer slots, most waited in the queue and were told so; the notices are gone now.
             notices = [m for m in fake.messages.values() if m["content"].startswith("⏳")]
             assert notices and all(int(n["id"]) in fake.deleted for n in notices)
-            assert not [r for r in fake.requests if r.status >= 400]
+            assert [r.status for r in fake.requests if r.status >= 400] == [429]
 
     run(scenario(), timeout=60)
+
 
 
 def test_a_feedback_click_is_stored(pipeline: Any, tmp_path: Path) -> None:
@@ -554,14 +571,14 @@ def long_llm_reply() -> str:
         "The agreement says protecting next generation networks \"is of vital importance\" [1]. "
     )
     code = "```text\n" + "\n".join(f"step {i}: sign, verify, publish [{1 + i % 2}]" for i in range(30)) + "\n```"
-    parts = [para * 2, para * 3, code, para * 4, para * 4]
+    parts = [para * 2, para * 3, code, para * 4, para * 4, para]
     return "\n\n".join(parts)
 
 
 def test_a_5000_character_answer_arrives_in_valid_pieces(pipeline: Any, llm_server: FakeOpenAI, tmp_path: Path) -> None:
     recording = Recording(llm_pipeline(pipeline, llm_server.base_url))
     reply_text = long_llm_reply()
-    assert 4500 <= len(reply_text) <= 5500
+    assert 4800 <= len(reply_text) <= 5200
 
     async def scenario() -> None:
         llm_server.clear_queue()
@@ -570,13 +587,14 @@ def test_a_5000_character_answer_arrives_in_valid_pieces(pipeline: Any, llm_serv
             asked, pieces = await mention(fake, fake.add_user("alice"), Q_SIGNED)
             answer = recording.asks[0][2]
             assert answer.backend == "openai:fake" and len(answer.text) > 4500
-            assert len(pieces) == 3
+            assert len(pieces) >= 3
             assert not [r for r in fake.requests if r.status >= 400], "Discord accepted every piece"
             for piece in pieces:
                 assert len(piece["content"]) <= 2000
                 assert piece["content"].count("```") % 2 == 0, "every piece closes its code fence"
-            assert [bool(p["embeds"]) for p in pieces] == [False, False, True]
-            assert [has_buttons(p) for p in pieces] == [False, False, True]
+            last = [False] * (len(pieces) - 1) + [True]
+            assert [bool(p["embeds"]) for p in pieces] == last, "sources under the last piece"
+            assert [has_buttons(p) for p in pieces] == last, "vote buttons under the last piece"
             # Nothing lost, nothing cut: the pieces are the answer, split at boundaries.
             joined = "\n".join(p["content"] for p in pieces)
             assert _words(joined.replace("```text", "").replace("```", "")) == _words(

@@ -151,7 +151,7 @@ class LLMAnswerer:
         raw = reply.message.content or ""
         if not isinstance(raw, str) or not raw.strip():
             return offline("empty reply")
-        if leaks_prompt(raw, system):
+        if leaks_prompt(raw, system.replace(DONT_KNOW, "")):  # the refusal line may be repeated
             log.warning("LLM reply repeated the system prompt; discarded")
             return offline("the reply repeated its instructions")
         if DONT_KNOW.lower().rstrip(".") in raw.lower() and not re.search(r"\[\d+\]", raw):

@@ -119,6 +119,7 @@ class Interaction:
     ephemeral: bool = False
     original_id: int | None = None
     followups: list[int] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)  # slash-command options as the user filled them
 
 
 class FakeDiscord:
@@ -156,6 +157,7 @@ class FakeDiscord:
         self.gateway_connects = 0
         self.heartbeats = 0
         self.message_sent_at: dict[int, float] = {}
+        self._throttles: list[list[Any]] = []  # [method, compiled path pattern, times left, retry_after]
         # gateway session
         self._ws: web.WebSocketResponse | None = None
         self._session_id: str | None = None
@@ -584,6 +586,7 @@ class FakeDiscord:
             if unknown:
                 raise LookupError(f"/{name} has no options {unknown}")
             data["options"] = [{"name": k, "type": types[k], "value": v} for k, v in options.items()]
+            inter.options = dict(options)
         if guild_scope:
             data["guild_id"] = guild_scope
         payload["data"] = data
@@ -600,6 +603,17 @@ class FakeDiscord:
         payload["data"] = {"custom_id": custom_id, "component_type": 2}
         await self.dispatch("INTERACTION_CREATE", payload)
         return inter
+
+    def throttle(self, method: str, pattern: str, *, times: int = 1, retry_after: float = 0.2) -> None:
+        """Answer the next `times` matching requests with a 429, as Discord's rate limiter does."""
+        self._throttles.append([method, re.compile(pattern), times, retry_after])
+
+    def _throttled(self, method: str, path: str) -> float | None:
+        for entry in self._throttles:
+            if entry[0] == method and entry[2] > 0 and entry[1].fullmatch(path):
+                entry[2] -= 1
+                return float(entry[3])
+        return None
 
     # -------------------------------------------------------------- queries for tests
     def _record(self, request: Request) -> None:
@@ -688,6 +702,18 @@ class FakeDiscord:
         rel = path[len(API_PREFIX):] if path.startswith(API_PREFIX) else path
         record = Request(request.method, rel, dict(request.query), body, time.monotonic())
         status, payload = 404, {"code": 0, "message": "404: Not Found"}
+        retry_after = self._throttled(request.method, rel)
+        if retry_after is not None:
+            record.status, record.route = 429, "throttled"
+            self._record(record)
+            body_429 = {"message": "You are being rate limited.", "retry_after": retry_after, "global": False}
+            headers = {
+                "Content-Type": "application/json",
+                "Via": "1.1 google",  # discord.py only trusts a 429 that came through Discord's edge
+                "Retry-After": str(max(1, round(retry_after))),
+                "X-RateLimit-Scope": "user",
+            }
+            return web.Response(status=429, body=json.dumps(body_429).encode(), headers=headers)
         if path.startswith(API_PREFIX):
             for method, pattern, handler_name in self._ROUTES:
                 m = re.fullmatch(pattern, rel)

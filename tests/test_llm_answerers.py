@@ -1,0 +1,185 @@
+"""LLM answerers against local servers that speak each provider's wire protocol.
+
+What is asserted is what the user sees: the answer text, its sources and quotes, the notice,
+and that failures never hang or leak a traceback.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rag.index import Index
+from rag.pipeline import InvalidQuestionError, QAPipeline
+from rag.quotes import verify_quote
+from rag.types import Turn
+
+from .conftest import CORPUS, make_settings
+from .fakes.llm_servers import FakeAnthropic, FakeOllama, FakeOpenAI
+
+pytestmark = pytest.mark.timeout(120)
+
+QUESTION = "Which Czech agency is organising the Prague 5G security meeting?"
+REAL_QUOTE = "chief of cabinet at Czech cybersecurity agency NUKIB"
+
+
+def _pipeline(built_data_dir: Path, embedder, **llm) -> QAPipeline:  # noqa: ANN001
+    settings = make_settings(CORPUS, built_data_dir, **llm)
+    return QAPipeline.from_settings(settings, sync=False, index=Index.from_settings(settings, embedder=embedder))
+
+
+@pytest.fixture
+def openai_server() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def openai_pipeline(openai_server: FakeOpenAI, built_data_dir: Path, embedder) -> QAPipeline:  # noqa: ANN001
+    return _pipeline(built_data_dir, embedder, answerer="openai", llm_base_url=openai_server.base_url,
+                     llm_model="fake", openai_api_key="sk-test-key", llm_timeout=3.0)
+
+
+def _source_number_of(answer, doc_prefix: str) -> int:  # noqa: ANN001
+    return next(s.n for s in answer.sources if s.doc_id.startswith(doc_prefix))
+
+
+def test_grounded_reply_is_shown_with_verified_quote(openai_server: FakeOpenAI, openai_pipeline: QAPipeline) -> None:
+    # The fake answers whatever number the prompt gave the NUKIB excerpt.
+    def reply(request) -> str:  # noqa: ANN001
+        n = next(i for i in range(1, 9) if f'n="{i}"' in request.user_text and "NUKIB" in request.user_text.split(f'n="{i}"')[1].split("</source")[0])
+        return f'The meeting is organised by NUKIB, the Czech cybersecurity agency: "{REAL_QUOTE}" [{n}].'
+
+    openai_server.enqueue(reply)
+    answer = openai_pipeline.ask(QUESTION)
+    assert answer.backend == "openai:fake" and not answer.notice
+    assert answer.text.endswith("[1].") and "[unverified quote]" not in answer.text
+    assert answer.sources[0].doc_id == "002_1422b7e4d913b162.txt"
+    assert REAL_QUOTE in answer.sources[0].quote
+    request = openai_server.chat_requests[0]
+    assert "untrusted DATA" in request.system_prompt
+    assert "<source-" in request.user_text and QUESTION in request.user_text
+    assert request.header("authorization") == "Bearer sk-test-key"
+
+
+def test_fabricated_quote_and_missing_citation_are_marked_not_verified(openai_server: FakeOpenAI, openai_pipeline: QAPipeline) -> None:
+    openai_server.enqueue_text(
+        'NUKIB said "the meeting will ban Huawei forever" [1]. See also [9] and [1, 12].'
+    )
+    answer = openai_pipeline.ask(QUESTION)
+    assert '"the meeting will ban Huawei forever" [unverified quote]' in answer.text
+    assert "[9]" not in answer.text and "[12]" not in answer.text
+    assert "[9]" in answer.notice and "unverified" in answer.notice
+    assert [s.n for s in answer.sources] == [1]
+    for source in answer.sources:  # what is shown as a source quote really is in the article
+        assert "forever" not in source.quote
+        text = " ".join(c.text for c in openai_pipeline.index.store.get_document(source.doc_id))
+        assert verify_quote(source.quote, text)
+
+
+def test_links_images_and_html_in_llm_output_are_stripped(openai_server: FakeOpenAI, openai_pipeline: QAPipeline) -> None:
+    openai_server.enqueue_text(
+        "@everyone NUKIB organises it [1]. ![pixel](https://evil.example/p.png) "
+        "[click here](https://evil.example/phish) <img src=x onerror=alert(1)> www.evil.example/x"
+    )
+    answer = openai_pipeline.ask(QUESTION)
+    assert "evil.example" not in answer.text and "<img" not in answer.text and "![" not in answer.text
+    assert "click here" in answer.text  # the link text stays, the target goes
+
+
+@pytest.mark.parametrize(
+    ("script", "reason"),
+    [
+        (lambda s: s.enqueue_error(status=500), "HTTP 500"),
+        (lambda s: s.enqueue_rate_limit(retry_after=30), "rate limited"),
+        (lambda s: s.enqueue_malformed("{not json"), "malformed"),
+        (lambda s: s.enqueue_cut("NUKIB organises it [1]. And more text that never"), ""),
+        (lambda s: s.enqueue_text("The weather is nice today."), "cited no existing source"),
+    ],
+    ids=["500", "429", "malformed", "cut", "no-citation"],
+)
+def test_llm_failures_give_the_offline_answer_with_a_notice(openai_server: FakeOpenAI, openai_pipeline: QAPipeline, script, reason: str) -> None:  # noqa: ANN001
+    script(openai_server)
+    started = time.monotonic()
+    answer = openai_pipeline.ask(QUESTION)
+    assert time.monotonic() - started < 10  # a 30 s Retry-After is not waited for
+    assert answer.backend == "extractive (fallback from openai:fake)"
+    assert "offline answer" in answer.notice and reason in answer.notice
+    assert "NUKIB" in answer.text and answer.sources
+
+
+def test_stalled_llm_times_out_within_bound(openai_server: FakeOpenAI, built_data_dir: Path, embedder) -> None:  # noqa: ANN001
+    pipeline = _pipeline(built_data_dir, embedder, answerer="openai", llm_base_url=openai_server.base_url,
+                         llm_model="fake", llm_timeout=1.0)
+    openai_server.enqueue_stall(20, then="too late [1]")
+    started = time.monotonic()
+    answer = pipeline.ask(QUESTION)
+    assert time.monotonic() - started < 6
+    assert "offline answer" in answer.notice and "NUKIB" in answer.text
+
+
+def test_unreachable_llm_gives_offline_answer(built_data_dir: Path, embedder) -> None:  # noqa: ANN001
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there once closed
+    pipeline = _pipeline(built_data_dir, embedder, answerer="openai", llm_base_url=f"http://127.0.0.1:{port}/v1",
+                         llm_model="fake", llm_timeout=2.0)
+    answer = pipeline.ask(QUESTION)
+    assert "cannot connect" in answer.notice and "NUKIB" in answer.text
+
+
+def test_refusal_and_invalid_input_make_no_llm_call(openai_server: FakeOpenAI, openai_pipeline: QAPipeline) -> None:
+    answer = openai_pipeline.ask("How many moons does Jupiter have?")
+    assert answer.refused and not answer.sources
+    with pytest.raises(InvalidQuestionError):
+        openai_pipeline.ask("x" * 5000)
+    assert openai_server.chat_requests == []
+
+
+def test_llm_saying_it_does_not_know_is_a_refusal(openai_server: FakeOpenAI, openai_pipeline: QAPipeline) -> None:
+    openai_server.enqueue_text("I don't know based on the articles.")
+    answer = openai_pipeline.ask(QUESTION)
+    assert answer.refused and not answer.sources
+
+
+def test_follow_up_is_condensed_by_the_llm_before_retrieval(openai_server: FakeOpenAI, openai_pipeline: QAPipeline) -> None:
+    openai_server.enqueue_text("Which German ministers attended the secret cabinet session on Huawei?")
+    openai_server.enqueue_text("The foreign, interior, economy, finance and transport ministers attended [1].")
+    history = [Turn("What did Germany decide about Huawei?", "The German cabinet held a secret session [1].")]
+    answer = openai_pipeline.ask("and who attended?", history=history)
+    condense, final = openai_server.chat_requests
+    assert "Follow-up: and who attended?" in condense.all_text and "What did Germany decide" in condense.all_text
+    assert "Question: Which German ministers attended the secret cabinet session on Huawei?" in final.user_text
+    assert answer.sources[0].doc_id.startswith("003")
+    assert "finance" in answer.text
+
+
+def test_ollama_answerer(built_data_dir: Path, embedder) -> None:  # noqa: ANN001
+    with FakeOllama() as server:
+        pipeline = _pipeline(built_data_dir, embedder, answerer="ollama", llm_base_url=server.base_url,
+                             llm_model="llama3.1", llm_timeout=3.0)
+        server.enqueue_text("NUKIB organises the meeting [1].")
+        answer = pipeline.ask(QUESTION)
+        assert answer.backend == "ollama:llama3.1" and answer.text == "NUKIB organises the meeting [1]."
+        assert answer.sources and answer.sources[0].quote
+        server.enqueue_error(status=500)
+        assert "HTTP 500" in pipeline.ask(QUESTION).notice
+        assert all(r.path == "/api/chat" for r in server.requests)  # no model-info round trips
+
+
+def test_anthropic_answerer(built_data_dir: Path, embedder) -> None:  # noqa: ANN001
+    with FakeAnthropic() as server:
+        pipeline = _pipeline(built_data_dir, embedder, answerer="anthropic", llm_base_url=server.base_url,
+                             llm_model="claude-haiku-4-5", anthropic_api_key="ak-test", llm_timeout=1.0)
+        server.enqueue_text("NUKIB organises the meeting [1].")
+        answer = pipeline.ask(QUESTION)
+        assert answer.backend == "anthropic:claude-haiku-4-5" and "NUKIB" in answer.text and answer.sources
+        assert "untrusted DATA" in server.chat_requests[0].system_prompt
+        server.enqueue_stall(20)
+        started = time.monotonic()
+        assert "offline answer" in pipeline.ask(QUESTION).notice
+        assert time.monotonic() - started < 6
