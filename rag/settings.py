@@ -65,6 +65,8 @@ SETTINGS_SPEC: tuple[Var, ...] = (
     Var("QABOT_LLM_MODEL", "llm_model", "", "Model name for the LLM answerer (e.g. gpt-4o-mini, llama3.1)."),
     Var("QABOT_LLM_BASE_URL", "llm_base_url", "",
         "Base URL of an OpenAI-compatible server or Ollama; empty uses the provider's default."),
+    Var("QABOT_LLM_INSTRUCTIONS", "llm_instructions", "",
+        "Extra instructions appended to the LLM's system prompt (e.g. 'Answer in German.')."),
     Var("QABOT_LLM_TIMEOUT", "llm_timeout", "30", "Seconds before an LLM call is abandoned for the offline answer.", "float"),
     Var("OPENAI_API_KEY", "openai_api_key", "", "Key for the openai answerer.", secret=True),
     Var("ANTHROPIC_API_KEY", "anthropic_api_key", "", "Key for the anthropic answerer.", secret=True),
@@ -131,6 +133,7 @@ class Settings:
     llm_model: str = ""
     llm_base_url: str = ""
     llm_timeout: float = 30.0
+    llm_instructions: str = ""
     openai_api_key: str = field(default="", repr=False)
     anthropic_api_key: str = field(default="", repr=False)
     discord_token: str = field(default="", repr=False)

@@ -21,6 +21,10 @@ from ..types import Answer, Source, Turn
 from .extractive import ExtractiveAnswerer
 from .grounding import ground
 from .prompts import DONT_KNOW, condense_prompt, new_tag, system_prompt, user_prompt
+from .safety import injection_payloads, leaks_prompt, obeys_injection
+
+#: Longer replies are cut at a sentence end: a flood is never forwarded (OWASP LLM10).
+MAX_REPLY_CHARS = 3000
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -83,11 +87,11 @@ class LLMError(Exception):
 class LLMAnswerer:
     """Answers with an LLM over numbered, fenced sources, then grounds the reply."""
 
-    def __init__(self, llm: Any, settings: Settings, system_extra: str = "") -> None:
+    def __init__(self, llm: Any, settings: Settings) -> None:
         self.llm = llm
         self.settings = settings
         self.name = f"{settings.answerer}:{settings.llm_model or DEFAULT_MODELS[settings.answerer]}"
-        self.system_extra = system_extra
+        self.system_extra = settings.llm_instructions
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="llm")
 
     # -- calls ------------------------------------------------------------------------------------
@@ -151,9 +155,14 @@ class LLMAnswerer:
         raw = reply.message.content or ""
         if not isinstance(raw, str) or not raw.strip():
             return offline("empty reply")
-        if leaks_prompt(raw, system.replace(DONT_KNOW, "")):  # the refusal line may be repeated
+        sources_text = "\n".join(h.text for h in hits)
+        if leaks_prompt(raw, system.replace(DONT_KNOW, ""), allowed=f"{sources_text}\n{question}\n{standalone}"):
             log.warning("LLM reply repeated the system prompt; discarded")
             return offline("the reply repeated its instructions")
+        if obeys_injection(raw, injection_payloads(h.text for h in hits)):
+            log.warning("LLM reply followed an instruction found in a retrieved article; discarded")
+            return offline("it followed instructions hidden in an article")
+        raw = _cap(raw)
         if DONT_KNOW.lower().rstrip(".") in raw.lower() and not re.search(r"\[\d+\]", raw):
             return Answer(question, DONT_KNOW, refused=True, backend=self.name)
         grounded = ground(raw, hits)
@@ -184,11 +193,12 @@ class LLMAnswerer:
         return Answer(question, grounded.text, tuple(sources), backend=self.name, notice=" ".join(notices))
 
 
-def leaks_prompt(reply: str, system: str, shingle: int = 8) -> bool:
-    """Whether the reply repeats a run of `shingle` words from the system prompt."""
-    words = re.findall(r"\w+", system.lower())
-    reply_text = " ".join(re.findall(r"\w+", reply.lower()))
-    return any(" ".join(words[i : i + shingle]) in reply_text for i in range(len(words) - shingle + 1))
+def _cap(text: str, limit: int = MAX_REPLY_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    end = max(cut.rfind(". "), cut.rfind(".\n"))
+    return (cut[: end + 1] if end > limit // 2 else cut.rstrip()) + " …"
 
 
 def _reason(exc: BaseException) -> str:
