@@ -28,7 +28,6 @@ from typing import Any, Protocol
 import discord
 from discord import app_commands
 
-from rag.errors import QabotError
 from rag.settings import Settings
 from rag.types import Answer, Turn
 
@@ -85,11 +84,6 @@ def invite_url(application_id: int) -> str:
     return discord.utils.oauth_url(
         application_id, permissions=REQUIRED_PERMISSIONS, scopes=("bot", "applications.commands")
     )
-
-
-def _is_invalid_question(exc: BaseException) -> bool:
-    """`rag.pipeline.InvalidQuestionError`, matched by name so this module imports without the pipeline."""
-    return isinstance(exc, QabotError) and type(exc).__name__ == "InvalidQuestionError"
 
 
 def error_reference() -> str:
@@ -475,8 +469,10 @@ class QABot(discord.Client):
 
     def _error_text(self, exc: BaseException) -> str:
         """What the user sees for an exception; details go to the log with a reference id."""
-        if _is_invalid_question(exc):
-            return str(exc)
+        from rag.pipeline import InvalidQuestionError  # loaded already: the bot runs with the pipeline
+
+        if isinstance(exc, InvalidQuestionError):
+            return str(exc)  # written for the asker: empty, too long, control characters
         ref = error_reference()
         log.error("error %s while answering: %s", ref, exc, exc_info=exc)
         return apology(ref)

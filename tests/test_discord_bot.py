@@ -385,15 +385,19 @@ def test_reindex_is_refused_without_manage_server(own_pipeline: Any, tmp_path: P
     run(scenario())
 
 
-def test_sources_lists_the_indexed_documents(pipeline: Any, tmp_path: Path) -> None:
+def test_sources_lists_the_indexed_documents_with_commands_synced_to_one_guild(pipeline: Any, tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with FakeDiscord() as fake, connected(fake, pipeline, bot_settings(tmp_path)):
-            inter = await fake.slash("sources", user=fake.add_user("alice"))
-            await fake.wait_until(lambda: inter.followups)
-            listing = fake.messages[inter.followups[0]]
-            assert inter.ephemeral and listing["content"].startswith("**5 indexed documents:**")
-            assert "US and Poland sign cooperation agreement on 5G networks" in listing["content"]
-            assert "2019-09-02" in listing["content"]
+        async with FakeDiscord() as fake:
+            settings = bot_settings(tmp_path, discord_guild_id=str(fake.guild_id))
+            async with connected(fake, pipeline, settings):
+                assert "global" not in fake.commands, "a test guild gets the commands instantly, nothing global"
+                assert {c["name"] for c in fake.commands[str(fake.guild_id)]} == {"ask", "sources", "reindex"}
+                inter = await fake.slash("sources", user=fake.add_user("alice"))
+                await fake.wait_until(lambda: inter.followups)
+                listing = fake.messages[inter.followups[0]]
+                assert inter.ephemeral and listing["content"].startswith("**5 indexed documents:**")
+                assert "US and Poland sign cooperation agreement on 5G networks" in listing["content"]
+                assert "2019-09-02" in listing["content"]
 
     run(scenario())
 
