@@ -226,6 +226,11 @@ def eval_command(settings: Settings, questions_file: Path, k: int, as_json: bool
         fail(f"below threshold: {', '.join(below)}", 1)
 
 
+from .discord_cli import register as _register_discord  # noqa: E402 - commands in their own module
+
+_register_discord(cli)
+
+
 def main() -> None:
     """Console entry point."""
     cli(prog_name="qabot")
