@@ -13,6 +13,7 @@ import time
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .answer.extractive import ExtractiveAnswerer
 from .answer.registry import build_llm_answerer
@@ -22,6 +23,9 @@ from .ingest import IngestReport
 from .retrieve import DenseRetriever, Filters, Hit, HybridRetriever, KeywordIndex, keyword_coverage
 from .settings import Settings
 from .types import Answer, Turn
+
+if TYPE_CHECKING:
+    from .answer.llm import LLMAnswerer
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +65,7 @@ def validate_question(question: str, max_chars: int) -> str:
 class QAPipeline:
     """The whole question-answering pipeline, built once from settings."""
 
-    def __init__(self, settings: Settings, index: Index, llm_answerer=None) -> None:  # noqa: ANN001
+    def __init__(self, settings: Settings, index: Index, llm_answerer: LLMAnswerer | None = None) -> None:
         self.settings = settings
         self.index = index
         self.extractive = ExtractiveAnswerer(index.embedder)

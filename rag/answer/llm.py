@@ -1,4 +1,4 @@
-"""LLM answerers through llama-index's integrations: OpenAI(-compatible), Ollama, Anthropic.
+"""The LLM answerer: any llama-index chat client (see `registry`) over fenced, numbered sources.
 
 The LLM only ever improves on the offline answer: any failure (unreachable, error status,
 rate limit, malformed reply, timeout, an answer with no valid citation, a leaked system
@@ -14,13 +14,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from ..errors import SettingsError
 from ..retrieve import Hit, KeywordIndex
 from ..settings import Settings
 from ..types import Answer, Source, Turn
 from .extractive import ExtractiveAnswerer
 from .grounding import ground
 from .prompts import DONT_KNOW, condense_prompt, new_tag, system_prompt, user_prompt
+from .registry import DEFAULT_MODELS
 from .safety import injection_payloads, leaks_prompt, obeys_injection
 
 #: Longer replies are cut at a sentence end: a flood is never forwarded (OWASP LLM10).
@@ -28,57 +28,6 @@ MAX_REPLY_CHARS = 3000
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-DEFAULT_MODELS = {"openai": "gpt-4o-mini", "ollama": "llama3.1", "anthropic": "claude-haiku-4-5"}
-
-
-def make_llm(settings: Settings) -> Any:
-    """The llama-index LLM client for `settings.answerer` (the registry's only job)."""
-    name = settings.answerer
-    model = settings.llm_model or DEFAULT_MODELS[name]
-    timeout = settings.llm_timeout
-    if name == "openai":
-        if settings.llm_base_url:
-            from llama_index.llms.openai_like import OpenAILike
-
-            return OpenAILike(
-                model=model,
-                api_base=settings.llm_base_url,
-                api_key=settings.openai_api_key or "not-needed",
-                is_chat_model=True,
-                context_window=8192,
-                timeout=timeout,
-                max_retries=0,  # llama-index wraps the SDK's retries in its own: 1 would mean 4 calls
-            )
-        if not settings.openai_api_key:
-            raise SettingsError("QABOT_ANSWERER=openai needs OPENAI_API_KEY (or QABOT_LLM_BASE_URL for a local server)")
-        from llama_index.llms.openai import OpenAI
-
-        return OpenAI(model=model, api_key=settings.openai_api_key, timeout=timeout, max_retries=0)
-    if name == "ollama":
-        from llama_index.llms.ollama import Ollama
-
-        return Ollama(
-            model=model,
-            base_url=settings.llm_base_url or "http://localhost:11434",
-            request_timeout=timeout,
-            context_window=8192,  # known up front: saves a /api/show round trip per process
-        )
-    if name == "anthropic":
-        if not settings.anthropic_api_key:
-            raise SettingsError("QABOT_ANSWERER=anthropic needs ANTHROPIC_API_KEY")
-        from llama_index.llms.anthropic import Anthropic
-
-        return Anthropic(
-            model=model,
-            api_key=settings.anthropic_api_key,
-            base_url=settings.llm_base_url or None,
-            timeout=timeout,
-            max_retries=0,
-            max_tokens=512,
-        )
-    raise SettingsError(f"QABOT_ANSWERER={name}: not an LLM answerer")
-
 
 class LLMError(Exception):
     """The LLM call failed; the message is a short reason fit for a notice."""
