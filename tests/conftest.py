@@ -72,6 +72,31 @@ def pipeline(built_data_dir: Path, embedder: Embedder):  # -> QAPipeline
     return QAPipeline.from_settings(settings, index=Index.from_settings(settings, embedder=embedder))
 
 
+def open_pipeline(corpus: Path, data: Path, embedder: Embedder, **overrides: object):  # -> QAPipeline
+    """A pipeline over an existing index, reusing the session's model (no corpus sync)."""
+    from rag.index import Index
+    from rag.pipeline import QAPipeline
+
+    settings = make_settings(corpus, data, **overrides)
+    return QAPipeline.from_settings(settings, sync=False, index=Index.from_settings(settings, embedder=embedder))
+
+
+@pytest.fixture
+def openai_server():  # -> Iterator[FakeOpenAI]
+    """A scripted OpenAI-compatible server on loopback (tests/fakes/llm_servers.py)."""
+    from .fakes.llm_servers import FakeOpenAI
+
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def openai_pipeline(openai_server, built_data_dir: Path, embedder: Embedder):  # noqa: ANN001
+    """The real pipeline over the real corpus, answering through the fake OpenAI server."""
+    return open_pipeline(CORPUS, built_data_dir, embedder, answerer="openai", llm_base_url=openai_server.base_url,
+                         llm_model="fake", openai_api_key="sk-test-key", llm_timeout=3.0)
+
+
 def run_qabot(
     *args: str,
     env: dict[str, str] | None = None,

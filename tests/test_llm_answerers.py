@@ -8,40 +8,21 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from rag.index import Index
 from rag.pipeline import InvalidQuestionError, QAPipeline
 from rag.quotes import verify_quote
 from rag.types import Turn
 
-from .conftest import CORPUS, make_settings
+from .conftest import CORPUS, open_pipeline
 from .fakes.llm_servers import FakeAnthropic, FakeOllama, FakeOpenAI
 
 pytestmark = pytest.mark.timeout(120)
 
 QUESTION = "Which Czech agency is organising the Prague 5G security meeting?"
 REAL_QUOTE = "chief of cabinet at Czech cybersecurity agency NUKIB"
-
-
-def _pipeline(built_data_dir: Path, embedder, **llm) -> QAPipeline:  # noqa: ANN001
-    settings = make_settings(CORPUS, built_data_dir, **llm)
-    return QAPipeline.from_settings(settings, sync=False, index=Index.from_settings(settings, embedder=embedder))
-
-
-@pytest.fixture
-def openai_server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture
-def openai_pipeline(openai_server: FakeOpenAI, built_data_dir: Path, embedder) -> QAPipeline:  # noqa: ANN001
-    return _pipeline(built_data_dir, embedder, answerer="openai", llm_base_url=openai_server.base_url,
-                     llm_model="fake", openai_api_key="sk-test-key", llm_timeout=3.0)
 
 
 def _source_number_of(answer, doc_prefix: str) -> int:  # noqa: ANN001
@@ -113,7 +94,7 @@ def test_llm_failures_give_the_offline_answer_with_a_notice(openai_server: FakeO
 
 
 def test_stalled_llm_times_out_within_bound(openai_server: FakeOpenAI, built_data_dir: Path, embedder) -> None:  # noqa: ANN001
-    pipeline = _pipeline(built_data_dir, embedder, answerer="openai", llm_base_url=openai_server.base_url,
+    pipeline = open_pipeline(CORPUS, built_data_dir, embedder, answerer="openai", llm_base_url=openai_server.base_url,
                          llm_model="fake", llm_timeout=1.0)
     openai_server.enqueue_stall(20, then="too late [1]")
     started = time.monotonic()
@@ -126,7 +107,7 @@ def test_unreachable_llm_gives_offline_answer(built_data_dir: Path, embedder) ->
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # nothing listens there once closed
-    pipeline = _pipeline(built_data_dir, embedder, answerer="openai", llm_base_url=f"http://127.0.0.1:{port}/v1",
+    pipeline = open_pipeline(CORPUS, built_data_dir, embedder, answerer="openai", llm_base_url=f"http://127.0.0.1:{port}/v1",
                          llm_model="fake", llm_timeout=2.0)
     answer = pipeline.ask(QUESTION)
     assert "cannot connect" in answer.notice and "NUKIB" in answer.text
@@ -160,7 +141,7 @@ def test_follow_up_is_condensed_by_the_llm_before_retrieval(openai_server: FakeO
 
 def test_ollama_answerer(built_data_dir: Path, embedder) -> None:  # noqa: ANN001
     with FakeOllama() as server:
-        pipeline = _pipeline(built_data_dir, embedder, answerer="ollama", llm_base_url=server.base_url,
+        pipeline = open_pipeline(CORPUS, built_data_dir, embedder, answerer="ollama", llm_base_url=server.base_url,
                              llm_model="llama3.1", llm_timeout=3.0)
         server.enqueue_text("NUKIB organises the meeting [1].")
         answer = pipeline.ask(QUESTION)
@@ -173,7 +154,7 @@ def test_ollama_answerer(built_data_dir: Path, embedder) -> None:  # noqa: ANN00
 
 def test_anthropic_answerer(built_data_dir: Path, embedder) -> None:  # noqa: ANN001
     with FakeAnthropic() as server:
-        pipeline = _pipeline(built_data_dir, embedder, answerer="anthropic", llm_base_url=server.base_url,
+        pipeline = open_pipeline(CORPUS, built_data_dir, embedder, answerer="anthropic", llm_base_url=server.base_url,
                              llm_model="claude-haiku-4-5", anthropic_api_key="ak-test", llm_timeout=1.0)
         server.enqueue_text("NUKIB organises the meeting [1].")
         answer = pipeline.ask(QUESTION)

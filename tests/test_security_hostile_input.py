@@ -3,31 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from rag.index import Index
 from rag.pipeline import InvalidQuestionError, QAPipeline
 
-from .conftest import CORPUS, make_settings
 from .fakes.llm_servers import FakeOpenAI
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest.fixture
-def llm_pipeline(server: FakeOpenAI, built_data_dir: Path, embedder) -> QAPipeline:  # noqa: ANN001
-    settings = make_settings(CORPUS, built_data_dir, answerer="openai", llm_base_url=server.base_url,
-                             llm_model="fake", llm_timeout=3.0)
-    return QAPipeline.from_settings(settings, sync=False, index=Index.from_settings(settings, embedder=embedder))
 
 
 @pytest.mark.parametrize(
@@ -43,12 +27,12 @@ def llm_pipeline(server: FakeOpenAI, built_data_dir: Path, embedder) -> QAPipeli
     ],
     ids=["empty", "whitespace", "50KB", "NUL", "emoji-flood", "bidi-only", "zalgo-only"],
 )
-def test_rejected_questions_get_a_message_and_no_llm_call(server: FakeOpenAI, llm_pipeline: QAPipeline, question: str, message: str) -> None:
+def test_rejected_questions_get_a_message_and_no_llm_call(openai_server: FakeOpenAI, openai_pipeline: QAPipeline, question: str, message: str) -> None:
     started = time.monotonic()
     with pytest.raises(InvalidQuestionError, match=message):
-        llm_pipeline.ask(question)
+        openai_pipeline.ask(question)
     assert time.monotonic() - started < 1.0
-    assert server.chat_requests == []
+    assert openai_server.chat_requests == []
 
 
 def test_disguised_questions_are_cleaned_then_answered(pipeline) -> None:  # noqa: ANN001
@@ -60,16 +44,16 @@ def test_disguised_questions_are_cleaned_then_answered(pipeline) -> None:  # noq
         assert "\u0336" not in answer.question and "\u202e" not in answer.question
 
 
-def test_flooded_llm_reply_is_capped(server: FakeOpenAI, llm_pipeline: QAPipeline) -> None:
-    server.enqueue_text("NUKIB organises the meeting [1]. " + "Spam spam spam. " * 700)
-    answer = llm_pipeline.ask("Which Czech agency is organising the Prague 5G security meeting?")
+def test_flooded_llm_reply_is_capped(openai_server: FakeOpenAI, openai_pipeline: QAPipeline) -> None:
+    openai_server.enqueue_text("NUKIB organises the meeting [1]. " + "Spam spam spam. " * 700)
+    answer = openai_pipeline.ask("Which Czech agency is organising the Prague 5G security meeting?")
     assert answer.text.startswith("NUKIB organises the meeting [1].")
     assert len(answer.text) <= 3010 and answer.text.endswith("…")
 
 
-def test_mentions_in_llm_output_stay_text_for_the_edges(server: FakeOpenAI, llm_pipeline: QAPipeline) -> None:
+def test_mentions_in_llm_output_stay_text_for_the_edges(openai_server: FakeOpenAI, openai_pipeline: QAPipeline) -> None:
     """rag strips links/images; pings are neutralised where they could fire (Discord sends no mentions)."""
-    server.enqueue_text("@everyone <@&123456> NUKIB organises it [1]. ![x](https://cdn.evil.example/a.png) [see](https://evil.example)")
-    answer = llm_pipeline.ask("Which Czech agency is organising the Prague 5G security meeting?")
+    openai_server.enqueue_text("@everyone <@&123456> NUKIB organises it [1]. ![x](https://cdn.evil.example/a.png) [see](https://evil.example)")
+    answer = openai_pipeline.ask("Which Czech agency is organising the Prague 5G security meeting?")
     assert "evil.example" not in answer.text and "![" not in answer.text
     assert "NUKIB organises it [1]." in answer.text
