@@ -124,11 +124,15 @@ def _pipeline(settings: Settings, quiet: bool = False):  # -> QAPipeline
 
     from rag.pipeline import QAPipeline
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, highlight=False)
     if quiet or not console.is_terminal:
         return QAPipeline.from_settings(settings)
     with console.status("loading the index and model…", spinner="dots"):
-        return QAPipeline.from_settings(settings)
+        pipeline = QAPipeline.from_settings(settings)
+    report = pipeline.sync_report
+    if report is not None and (report.added or report.updated or report.removed or report.skipped):
+        console.print(f"[dim]index updated from {settings.corpus_dir}: {report.summary()}[/dim]")
+    return pipeline
 
 
 @cli.command()

@@ -70,6 +70,7 @@ class QAPipeline:
         self.index = index
         self.extractive = ExtractiveAnswerer(index.embedder)
         self.llm = llm_answerer
+        self.sync_report: IngestReport | None = None  # what opening the pipeline changed in the index
         self._lock = threading.RLock()  # guards swapping the keyword index on reindex
         self._keyword = KeywordIndex.from_store(index.store)
         self._retriever = HybridRetriever(DenseRetriever(index.store, index.embedder), self._keyword)
@@ -78,15 +79,17 @@ class QAPipeline:
     def from_settings(cls, settings: Settings, *, sync: bool = True, index: Index | None = None) -> QAPipeline:
         """Open the index (building or syncing it from the corpus folder when `sync`) and the answerers."""
         index = index or Index.from_settings(settings)
+        report = None
         if sync and settings.corpus_dir.is_dir():
             report = index.sync()
-            if report.added or report.updated or report.removed:
-                log.info("index synced: %s", report.summary())
+            log.debug("index synced: %s", report.summary())
         if index.store.count() == 0:
             raise QabotError(
                 f"the index is empty: put articles in {settings.corpus_dir} (QABOT_CORPUS_DIR) and run `qabot ingest`"
             )
-        return cls(settings, index, build_llm_answerer(settings))
+        pipeline = cls(settings, index, build_llm_answerer(settings))
+        pipeline.sync_report = report
+        return pipeline
 
     # -- public API -----------------------------------------------------------------------------
     def ask(self, question: str, history: Sequence[Turn] = (), filters: Filters = Filters()) -> Answer:
