@@ -122,13 +122,18 @@ def _pipeline(settings: Settings, quiet: bool = False):  # -> QAPipeline
     """Open the index, syncing it with the corpus folder first (building it if missing)."""
     from rich.console import Console
 
+    from rag.index import Index
     from rag.pipeline import QAPipeline
+
+    def load() -> QAPipeline:
+        # ask/chat/eval sync only when no other process is writing the index (rag/lock.py)
+        return QAPipeline.from_settings(settings, index=Index.from_settings(settings, lock="if-free"))
 
     console = Console(stderr=True, highlight=False)
     if quiet or not console.is_terminal:
-        return QAPipeline.from_settings(settings)
+        return load()
     with console.status("loading the index and model…", spinner="dots"):
-        pipeline = QAPipeline.from_settings(settings)
+        pipeline = load()
     report = pipeline.sync_report
     if report is not None and (report.added or report.updated or report.removed or report.skipped):
         console.print(f"[dim]index updated from {settings.corpus_dir}: {report.summary()}[/dim]")
@@ -233,6 +238,10 @@ def eval_command(settings: Settings, questions_file: Path, k: int, as_json: bool
 from .discord_cli import register as _register_discord  # noqa: E402 - commands in their own module
 
 _register_discord(cli)
+
+from .health import health_command  # noqa: E402 - commands in their own module
+
+cli.add_command(health_command)
 
 
 def main() -> None:

@@ -469,10 +469,14 @@ class QABot(discord.Client):
 
     def _error_text(self, exc: BaseException) -> str:
         """What the user sees for an exception; details go to the log with a reference id."""
+        from rag.errors import StoreUnavailableError
         from rag.pipeline import InvalidQuestionError  # loaded already: the bot runs with the pipeline
 
         if isinstance(exc, InvalidQuestionError):
             return str(exc)  # written for the asker: empty, too long, control characters
+        if isinstance(exc, StoreUnavailableError):
+            log.warning("index unavailable while answering: %s", exc)
+            return "The article index is unavailable right now, so I can't answer. Please try again in a minute."
         ref = error_reference()
         log.error("error %s while answering: %s", ref, exc, exc_info=exc)
         return apology(ref)
@@ -517,3 +521,8 @@ def question_text(message: discord.Message, bot_id: int) -> str:
         return "#" + channels.get(ident, "channel")
 
     return " ".join(_MENTION.sub(readable, message.content).split())
+
+
+class ShardedQABot(QABot, discord.AutoShardedClient):
+    """The same bot on discord.py's AutoShardedClient: Discord says how many shards to open
+    (needed past 2,500 guilds); one process runs them all on one pipeline."""

@@ -49,9 +49,12 @@ def run_discord(settings: Settings, pipeline_factory: Callable[[Settings], Any] 
     if not token:
         raise SettingsError(f"DISCORD_TOKEN is not set: {TOKEN_HINT}")
     if pipeline_factory is None:
+        from rag.index import Index
         from rag.pipeline import QAPipeline
 
-        pipeline_factory = QAPipeline.from_settings
+        def pipeline_factory(s: Settings) -> Any:
+            # the bot writes (a sync at start and on /reindex): it holds the writer lock while it runs
+            return QAPipeline.from_settings(s, index=Index.from_settings(s, lock="hold"))
     asyncio.run(serve(settings, token, pipeline_factory))
 
 
@@ -74,7 +77,7 @@ async def check_token(token: str) -> None:
 async def serve(settings: Settings, token: str, pipeline_factory: Callable[[Settings], Any]) -> None:
     import discord
 
-    from .discord_bot import QABot
+    from .discord_bot import QABot, ShardedQABot
     from .feedback import FeedbackStore
 
     discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False  # qabot never joins voice
@@ -85,7 +88,8 @@ async def serve(settings: Settings, token: str, pipeline_factory: Callable[[Sett
     # full collection (measured at 160-540 ms) never stalls the event loop and its heartbeats.
     gc.collect()
     gc.freeze()
-    bot = QABot(pipeline=pipeline, settings=settings, feedback=FeedbackStore.from_settings(settings))
+    bot_class = ShardedQABot if settings.discord_autoshard else QABot
+    bot = bot_class(pipeline=pipeline, settings=settings, feedback=FeedbackStore.from_settings(settings))
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError):  # SIGTERM (docker stop) closes the connection cleanly
         loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(bot.close()))

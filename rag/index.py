@@ -2,34 +2,120 @@
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from types import TracebackType
+from typing import Any, Literal
 
 from .embed import Embedder, resolve_model
 from .ingest import IngestReport, Progress, sync_corpus
+from .lock import IndexLockedError, WriterLock
 from .settings import Settings
 from .store import ChunkStore, open_client
+
+log = logging.getLogger(__name__)
+
+#: How an Index uses the embedded index's writer lock (rag/lock.py); no effect with a Chroma server.
+#: - "each-write": take it for each write (creating, rebuilding, syncing); fail fast if another process has it.
+#: - "hold": take it now and keep it until close() or exit (a long-running bot, whose keyword index
+#:   must not go stale under it); fail fast if another process has it.
+#: - "if-free": like "each-write", but when another process has it, skip the sync with a warning
+#:   and read the index as it is (`qabot ask`/`chat`).
+LockPolicy = Literal["each-write", "hold", "if-free"]
 
 
 class Index:
     """A Chroma collection of chunks plus the embedder it was built with."""
 
-    def __init__(self, settings: Settings, client: Any, store: ChunkStore, embedder: Embedder) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: Any,
+        store: ChunkStore,
+        embedder: Embedder,
+        *,
+        lock: WriterLock | None = None,
+        policy: LockPolicy = "each-write",
+    ) -> None:
         self.settings = settings
         self.client = client
         self.store = store
         self.embedder = embedder
+        self.lock = lock
+        self.policy = policy
+        self._warned = False
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, rebuild: bool = False, embedder: Embedder | None = None) -> Index:
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        rebuild: bool = False,
+        embedder: Embedder | None = None,
+        lock: LockPolicy = "each-write",
+    ) -> Index:
         """Open the index the settings name (creating it when absent); `rebuild` starts it over."""
         embedder = embedder or Embedder(resolve_model(settings.embed_model), settings.embed_batch_size, settings.torch_threads)
-        client = open_client(settings)
-        if rebuild:
-            store = ChunkStore.recreate(client, settings.collection, embedder.model_id)
-        else:
-            store = ChunkStore.open(client, settings.collection, embedder.model_id)
-        return cls(settings, client, store, embedder)
+        writer = WriterLock.for_settings(settings)
+        if writer is not None and (lock != "if-free" or rebuild):
+            writer.acquire()
+        try:
+            client = open_client(settings)
+            if rebuild:
+                store = ChunkStore.recreate(client, settings.collection, embedder.model_id)
+            elif writer is None or writer.held or writer.try_acquire():
+                store = ChunkStore.open(client, settings.collection, embedder.model_id)
+            else:
+                store = _open_existing(client, settings, embedder.model_id, writer)
+        finally:
+            if writer is not None and lock != "hold":
+                while writer.held:
+                    writer.release()
+        return cls(settings, client, store, embedder, lock=writer, policy=lock)
 
     def sync(self, *, progress: Progress | None = None, strict: bool = False) -> IngestReport:
         """Embed what changed in the corpus folder since the last sync."""
-        return sync_corpus(self.settings, self.store, self.embedder, progress=progress, strict=strict)
+        if self.lock is None or self.lock.held:
+            return sync_corpus(self.settings, self.store, self.embedder, progress=progress, strict=strict)
+        if self.policy == "if-free":
+            if not self.lock.try_acquire():
+                return self._unsynced()
+        else:
+            self.lock.acquire()
+        try:
+            return sync_corpus(self.settings, self.store, self.embedder, progress=progress, strict=strict)
+        finally:
+            self.lock.release()
+
+    def close(self) -> None:
+        """Give up the writer lock if this index holds it (policy "hold"); reading still works."""
+        if self.lock is not None:
+            while self.lock.held:
+                self.lock.release()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def _unsynced(self) -> IngestReport:
+        """What a skipped sync reports: the index as it is, nothing changed."""
+        assert self.lock is not None
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "another qabot process (%s) is writing the index in %s; answering from the index as it is, "
+                "without syncing %s", self.lock.owner() or "unknown", self.settings.data_dir, self.settings.corpus_dir,
+            )
+        markers = self.store.markers()
+        return IngestReport(documents=len(markers), chunks=self.store.count())
+
+
+def _open_existing(client: Any, settings: Settings, model_id: str, writer: WriterLock) -> ChunkStore:
+    """Open the collection without creating it: another process holds the writer lock."""
+    if ChunkStore._get(client, settings.collection) is None:
+        raise IndexLockedError(
+            f"there is no index yet and another qabot process ({writer.owner() or 'unknown'}) is writing the "
+            f"index in {settings.data_dir}; try again when it is done"
+        )
+    return ChunkStore.open(client, settings.collection, model_id, create=False)

@@ -75,6 +75,8 @@ SETTINGS_SPEC: tuple[Var, ...] = (
     Var("QABOT_DISCORD_GUILD_ID", "discord_guild_id", "", "Sync slash commands to this guild only (instant)."),
     Var("QABOT_DISCORD_CHANNELS", "discord_channels", "", "Comma-separated channel ids to answer in; empty = all."),
     Var("QABOT_DISCORD_DMS", "discord_dms", "false", "Answer direct messages.", "bool"),
+    Var("QABOT_DISCORD_AUTOSHARD", "discord_autoshard", "false",
+        "Run as discord.py's AutoShardedClient (Discord picks the shard count; required past 2,500 guilds).", "bool"),
     Var("QABOT_RATE_LIMIT", "rate_limit", "5", "Questions per user per minute.", "int"),
     Var("QABOT_MAX_CONCURRENT", "max_concurrent", "2", "Answers computed at the same time.", "int"),
     Var("QABOT_LOG_LEVEL", "log_level", "INFO", "Logging level."),
@@ -140,6 +142,7 @@ class Settings:
     discord_guild_id: str = ""
     discord_channels: str = ""
     discord_dms: bool = False
+    discord_autoshard: bool = False
     rate_limit: int = 5
     max_concurrent: int = 2
     log_level: str = "INFO"
@@ -205,3 +208,26 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             values[var.attr] = _convert(var, env[var.env])
     values.update({k: v for k, v in overrides.items() if v is not None})
     return validate(Settings(**values))
+
+
+_SECTIONS = {"QABOT_CORPUS_DIR": "Where things live", "QABOT_EMBED_MODEL": "Ingestion",
+             "QABOT_TOP_K": "Retrieval and answering", "DISCORD_TOKEN": "Discord"}
+
+
+def env_example() -> str:
+    """The text of `.env.example`: every variable with its help and default (tests keep the file equal)."""
+    out = [
+        "# qabot settings. Copy to .env and change what you need; every line shows the default.",
+        "# Real environment variables win over this file. Never commit your .env (it is in .gitignore).",
+    ]
+    for var in SETTINGS_SPEC:
+        if var.env in _SECTIONS:
+            out += ["", f"# --- {_SECTIONS[var.env]} ---"]
+        out += [f"# {var.help}", f"{var.env}={var.default}"]
+    return "\n".join(out) + "\n"
+
+
+def settings_table() -> str:
+    """The README's settings table (Markdown)."""
+    rows = [f"| `{v.env}` | `{v.default}` | {v.help} |" for v in SETTINGS_SPEC]
+    return "\n".join(["| variable | default | meaning |", "|---|---|---|", *rows]) + "\n"

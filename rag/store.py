@@ -8,8 +8,10 @@ Embeddings are always passed in: Chroma's default embedding function downloads a
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterator, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +44,12 @@ class DocMarker:
     date: str
 
 
+#: chromadb's HttpClient waits forever by default; a Chroma server that is down, stopped or
+#: unreachable must give an error in seconds, and no request may hang the bot.
+SERVER_CONNECT_TIMEOUT = 5.0
+SERVER_REQUEST_TIMEOUT = 30.0  # per request; the largest, an upsert of 2,000 chunks, takes ~1 s
+
+
 def open_client(settings: Settings):  # -> chromadb.ClientAPI
     """The Chroma client named by the settings: a server when CHROMA_HOST is set, else embedded."""
     import chromadb
@@ -49,28 +57,12 @@ def open_client(settings: Settings):  # -> chromadb.ClientAPI
 
     chroma_settings = ChromaSettings(anonymized_telemetry=False)
     if settings.server_mode:
-        headers = {"Authorization": f"Bearer {settings.chroma_auth_token}"} if settings.chroma_auth_token else None
-        where = f"{settings.chroma_host}:{settings.chroma_port}"
-        try:
-            client = chromadb.HttpClient(
-                host=settings.chroma_host,
-                port=settings.chroma_port,
-                ssl=settings.chroma_ssl,
-                headers=headers,
-                settings=chroma_settings,
-            )
-            client.heartbeat()
-        except Exception as exc:  # chromadb raises ValueError/ConnectError/... depending on the failure
-            raise StoreUnavailableError(
-                f"cannot reach the Chroma server at {where} ({type(exc).__name__}); start it or fix CHROMA_HOST/CHROMA_PORT"
-            ) from None
-        return client
+        return _server_client(settings, chroma_settings)
     path = settings.data_dir / "chroma"
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        with tempfile.TemporaryFile(dir=path):  # a private name: readers in other processes probe too
+            pass
     except OSError as exc:
         raise SettingsError(
             f"QABOT_DATA_DIR={settings.data_dir}: cannot write there ({exc.strerror or exc}); choose a writable folder"
@@ -79,6 +71,70 @@ def open_client(settings: Settings):  # -> chromadb.ClientAPI
         return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
     except Exception as exc:
         raise StoreUnavailableError(f"cannot open the index in {path}: {exc}".splitlines()[0]) from None
+
+
+def _server_client(settings: Settings, chroma_settings: Any):  # -> chromadb.ClientAPI
+    """`chromadb.HttpClient`, with every request bounded in time and a lost server a StoreUnavailableError."""
+    import chromadb
+    import httpx
+
+    host = settings.chroma_host
+    # chromadb also takes a full URL as the host (then the port is not added)
+    base = host.rstrip("/") if host.startswith(("http://", "https://")) else (
+        f"{'https' if settings.chroma_ssl else 'http'}://{host}:{settings.chroma_port}"
+    )
+    where = base.split("://", 1)[1]
+    headers = {"Authorization": f"Bearer {settings.chroma_auth_token}"} if settings.chroma_auth_token else None
+    # HttpClient() already talks to the server, with no timeout: check it answers first.
+    try:
+        httpx.get(f"{base}/api/v2/heartbeat", headers=headers, timeout=SERVER_CONNECT_TIMEOUT).raise_for_status()
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code in (401, 403):
+            raise StoreUnavailableError(
+                f"the Chroma server at {where} refused qabot's credentials; set CHROMA_AUTH_TOKEN to its token"
+            ) from None
+        raise StoreUnavailableError(
+            f"{where} answered HTTP {exc.response.status_code}, not like a Chroma 1.x server; check CHROMA_HOST/CHROMA_PORT"
+        ) from None
+    except httpx.HTTPError as exc:
+        raise StoreUnavailableError(
+            f"cannot reach the Chroma server at {where} ({type(exc).__name__}); start it or fix CHROMA_HOST/CHROMA_PORT"
+        ) from None
+    try:
+        client = chromadb.HttpClient(
+            host=settings.chroma_host, port=settings.chroma_port, ssl=settings.chroma_ssl, headers=headers,
+            settings=chroma_settings,
+        )
+    except Exception as exc:  # chromadb wraps connection and auth failures in ValueError
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise StoreUnavailableError(f"cannot use the Chroma server at {where} ({detail})") from None
+    # chromadb exposes no timeout setting; its API object's httpx session is where requests go.
+    api = client._server
+    api._session.timeout = httpx.Timeout(SERVER_REQUEST_TIMEOUT, connect=SERVER_CONNECT_TIMEOUT)
+    api._make_request = _translate_transport_errors(api._make_request, where)
+    return client
+
+
+def _translate_transport_errors(make_request: Callable[..., Any], where: str) -> Callable[..., Any]:
+    """Wrap chromadb's one HTTP request function: a lost or stuck server becomes StoreUnavailableError."""
+    import httpx
+
+    @functools.wraps(make_request)
+    def request(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return make_request(*args, **kwargs)
+        except httpx.TimeoutException:
+            raise StoreUnavailableError(
+                f"the Chroma server at {where} did not answer within {SERVER_REQUEST_TIMEOUT:g} s; "
+                "check that it is running and not overloaded"
+            ) from None
+        except httpx.TransportError as exc:
+            raise StoreUnavailableError(
+                f"lost the connection to the Chroma server at {where} ({type(exc).__name__}); "
+                "start it again or fix CHROMA_HOST/CHROMA_PORT"
+            ) from None
+
+    return request
 
 
 class ChunkStore:

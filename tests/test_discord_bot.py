@@ -90,10 +90,10 @@ def bot_settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def connected(fake: FakeDiscord, pipeline: Any, settings: Settings) -> AsyncIterator[QABot]:
+async def connected(fake: FakeDiscord, pipeline: Any, settings: Settings, bot_class: type[QABot] = QABot) -> AsyncIterator[QABot]:
     """A QABot logged in to the fake and past on_ready; closed and checked afterwards."""
     with fake.patch_client():
-        bot = QABot(
+        bot = bot_class(
             pipeline=pipeline, settings=settings, feedback=FeedbackStore.from_settings(settings), guild_ready_timeout=0.05
         )
         runner = asyncio.create_task(bot.start(fake.token))
@@ -719,5 +719,19 @@ def test_heartbeats_keep_flowing_while_a_slow_answer_is_computed(pipeline: Any, 
             await fake.wait_until(lambda: any(has_buttons(m) for m in fake.bot_messages(int(asked["id"]))))
             assert fake.heartbeats - before >= 6, "the gateway heartbeat kept its 100 ms rhythm during the answer"
             assert "Warsaw" in answer_messages(fake, int(asked["id"]))[0]["content"]
+
+    run(scenario())
+
+
+def test_autosharded_bot_asks_discord_for_shards_and_answers(pipeline: Any, tmp_path: Path) -> None:
+    from bot.discord_bot import ShardedQABot
+
+    async def scenario() -> None:
+        async with FakeDiscord() as fake, connected(fake, pipeline, bot_settings(tmp_path, discord_autoshard=True), ShardedQABot) as bot:
+            assert isinstance(bot, discord.AutoShardedClient) and bot.shard_count == 1
+            assert fake.find("GET", r"/gateway/bot")
+            assert fake.identifies[0]["shard"] == [0, 1]
+            _, replies = await mention(fake, fake.add_user("alice"), Q_SIGNED)
+            assert "Pence" in replies[-1]["content"]
 
     run(scenario())

@@ -391,6 +391,8 @@ class FakeDiscord:
             "geo_ordered_rtc_regions": [],
             "_trace": ["fake-discord"],
         }
+        if "shard" in data:  # a sharded client gets its shard back, as Discord does
+            ready["shard"] = data["shard"]
         await self.dispatch("READY", ready)
         await self.dispatch("GUILD_CREATE", self._guild_payload())
 
@@ -670,6 +672,7 @@ class FakeDiscord:
     # --------------------------------------------------------------------------- REST
     _ROUTES: list[tuple[str, str, str]] = [
         ("GET", r"/users/@me", "_get_me"),
+        ("GET", r"/gateway/bot", "_get_gateway_bot"),
         ("GET", r"/oauth2/applications/@me", "_get_application"),
         ("PUT", r"/applications/(?P<app>\d+)/commands", "_put_commands"),
         ("PUT", r"/applications/(?P<app>\d+)/guilds/(?P<guild>\d+)/commands", "_put_commands"),
@@ -733,6 +736,14 @@ class FakeDiscord:
         if status == 204 or payload is None:
             return web.Response(status=204)
         return web.Response(status=status, body=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
+
+    async def _get_gateway_bot(self, request: web.Request, body: Any) -> tuple[int, Any]:
+        """What an AutoShardedClient asks first: where the gateway is and how many shards to open."""
+        return 200, {
+            "url": self.gateway_url,
+            "shards": 1,
+            "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1},
+        }
 
     async def _get_me(self, request: web.Request, body: Any) -> tuple[int, Any]:
         return 200, {**self.bot.payload(), "verified": True, "mfa_enabled": False, "flags": 0, "bio": ""}

