@@ -148,11 +148,16 @@ def _embed_and_write(
     total: int,
 ) -> None:
     texts = [c.embed_text for _, chunks in group for c in chunks]
-    vectors: list[list[float]] = []
+    vectors: list[list[float]] = [[] for _ in texts]
     batch = max(1, embedder.batch_size)
-    for start in range(0, len(texts), batch):
-        vectors.extend(embedder.embed_documents(texts[start : start + batch]))
-        report.embedded += len(texts[start : start + batch])
+    # A batch is padded to its longest text: batching texts of similar length (each document's
+    # short last chunk with the others) saves that padding. The order is restored below.
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    for start in range(0, len(order), batch):
+        part = order[start : start + batch]
+        for i, vector in zip(part, embedder.embed_documents([texts[i] for i in part])):
+            vectors[i] = vector
+        report.embedded += len(part)
         if progress:
             progress(report.embedded, total)
     offset = 0

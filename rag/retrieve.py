@@ -10,18 +10,26 @@ refusal check needs its document frequencies and per-query filters need its weig
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
-from collections import Counter
-from collections.abc import Sequence
+import os
+import shutil
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .embed import Embedder
-from .store import ChunkStore
-from .text import terms
+from .text import STOPWORDS, TOKEN_PATTERN, terms
+
+if TYPE_CHECKING:
+    from .embed import Embedder
+    from .store import ChunkStore
+
+log = logging.getLogger(__name__)
 
 RRF_K = 60  # the constant from Cormack et al. (2009); robust across collections
 
@@ -97,30 +105,108 @@ class DenseRetriever:
 
 
 class KeywordIndex:
-    """BM25 over every chunk (title included), plus the document frequencies of its terms."""
+    """BM25 over every chunk (title included), plus the document frequencies of its terms.
+
+    Built from the store, it keeps no chunk text: terms become integer ids as they are read
+    (page by page), only the ids, each chunk's document and date (for filters) stay in memory,
+    and the text of the few chunks a query returns is read back from the store. At 100,000
+    chunks that is the difference between holding the corpus three times over (tokens, texts,
+    metadata) and holding a sparse matrix.
+    """
 
     def __init__(self, ids: list[str], texts: list[str], metas: list[dict[str, Any]]) -> None:
+        self._texts: list[str] | None = texts
+        self._metas: list[dict[str, Any]] | None = metas
+        self._store: ChunkStore | None = None
+        self._build(zip(ids, texts, metas))
+
+    @classmethod
+    def from_store(cls, store: ChunkStore, cache_dir: Path | None = None) -> KeywordIndex:
+        """The index of every chunk in `store`.
+
+        With `cache_dir`, it is saved there and the next process loads it instead of reading
+        and tokenizing the whole store again (at 100,000 chunks, seconds instead of tens of
+        seconds), as long as the store holds exactly the same documents: the cache is named
+        after every document's fingerprint and the chunk count.
+        """
+        folder = cache_dir / f"bm25-{_store_key(store)}" if cache_dir is not None else None
+        if folder is not None and folder.is_dir():
+            try:
+                return cls._load(folder, store)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("keyword index cache %s unreadable (%s); rebuilding it", folder, exc)
+        index = cls.__new__(cls)
+        index._texts = index._metas = None
+        index._store = store
+        index._build(store.iter_chunks())
+        if folder is not None and folder.name == f"bm25-{_store_key(store)}":  # unchanged while we read it
+            index._save(folder)
+        return index
+
+    def _save(self, folder: Path) -> None:
+        """Write the index next to its siblings, atomically; a failure only costs the next start."""
+        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            self._bm25.save(str(tmp), show_progress=False)
+            assert isinstance(self.df, _DocFreqs)
+            np.save(tmp / "doc_freq.npy", self.df._counts)
+            np.save(tmp / "dates.npy", self._dates)
+            (tmp / "chunks.json").write_text(json.dumps({"ids": self.ids, "rows_by_doc": self._rows_by_doc}))
+            os.replace(tmp, folder)
+            for old in folder.parent.glob("bm25-*"):
+                if old != folder:
+                    shutil.rmtree(old, ignore_errors=True)
+        except OSError as exc:
+            log.info("keyword index not cached in %s: %s", folder, exc)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    @classmethod
+    def _load(cls, folder: Path, store: ChunkStore) -> KeywordIndex:
+        import bm25s
+
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
+        index = cls.__new__(cls)
+        index._texts = index._metas = None
+        index._store = store
+        chunks = json.loads((folder / "chunks.json").read_text())
+        index.ids = chunks["ids"]
+        index._rows_by_doc = chunks["rows_by_doc"]
+        index.n_docs = len(index.ids)
+        index._dates = np.load(folder / "dates.npy")
+        index._bm25 = bm25s.BM25.load(str(folder), mmap=True, show_progress=False)
+        index.df = _DocFreqs(index._bm25.vocab_dict, np.load(folder / "doc_freq.npy"))
+        if len(index._dates) != index.n_docs:
+            raise ValueError("inconsistent cache")
+        return index
+
+    def _build(self, records: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
         import bm25s
 
         logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets itself to DEBUG on import
-        self.ids, self.texts, self.metas = ids, texts, metas
-        tokens = [terms(f"{m.get('title', '')}\n{t}") for t, m in zip(texts, metas)]
-        self.n_docs = len(ids)
-        self.df: Counter[str] = Counter()
-        for toks in tokens:
-            self.df.update(set(toks))
+        vocab: dict[str, int] = {}
+        rows: list[list[int]] = []  # the ints are the vocabulary's own objects: 8 bytes per token
+        self.ids: list[str] = []
+        self._rows_by_doc: dict[str, list[int]] = {}
+        dates: list[int] = []
+        doc_freq: list[int] = []
+        for cid, text, meta in records:
+            row = [vocab.setdefault(t, len(vocab)) for t in terms(f"{meta.get('title', '')}\n{text}")]
+            if len(vocab) > len(doc_freq):
+                doc_freq.extend([0] * (len(vocab) - len(doc_freq)))
+            for term_id in set(row):
+                doc_freq[term_id] += 1
+            self._rows_by_doc.setdefault(str(meta.get("doc_id", "")), []).append(len(self.ids))
+            self.ids.append(cid)
+            dates.append(int(meta.get("date_int") or 0))
+            rows.append(row)
+        self.n_docs = len(self.ids)
+        self._dates = np.asarray(dates, dtype=np.int64)
+        self.df: Mapping[str, int] = _DocFreqs(vocab, np.asarray(doc_freq, dtype=np.int64))
         self._bm25 = bm25s.BM25()
-        if ids:
-            self._bm25.index(tokens, show_progress=False)
-
-    @classmethod
-    def from_store(cls, store: ChunkStore) -> KeywordIndex:
-        ids, texts, metas = [], [], []
-        for cid, text, meta in store.iter_chunks():
-            ids.append(cid)
-            texts.append(text)
-            metas.append(meta)
-        return cls(ids, texts, metas)
+        if rows:
+            self._bm25.index(bm25s.tokenization.Tokenized(ids=rows, vocab=vocab), show_progress=False)
 
     def idf(self, term: str) -> float:
         """BM25's idf; a term absent from the corpus gets the highest possible weight."""
@@ -133,16 +219,69 @@ class KeywordIndex:
             return []
         mask = None
         if filters:
-            mask = np.array([1.0 if filters.matches(m) else 0.0 for m in self.metas])
+            mask = self._mask(filters)
             if not mask.any():
                 return []
         n = min(k, self.n_docs)
-        idx, scores = self._bm25.retrieve([q_terms], k=n, show_progress=False, weight_mask=mask, n_threads=1)
-        return [
-            Hit(self.ids[i], self.texts[i], self.metas[i], bm25=float(s))
-            for i, s in zip(idx[0], scores[0])
-            if s > 0
+        idx, scores = self._bm25.retrieve([q_terms], k=n, show_progress=False, weight_mask=mask, n_threads=0)
+        found = [(int(i), float(s)) for i, s in zip(idx[0], scores[0]) if s > 0]
+        if self._texts is not None and self._metas is not None:
+            return [Hit(self.ids[i], self._texts[i], self._metas[i], bm25=s) for i, s in found]
+        assert self._store is not None
+        stored = {c.chunk_id: c for c in self._store.get([self.ids[i] for i, _ in found])}
+        return [  # a chunk removed since the index was built is skipped
+            Hit(c.chunk_id, c.text, c.metadata, bm25=s) for i, s in found if (c := stored.get(self.ids[i]))
         ]
+
+    def _mask(self, filters: Filters) -> np.ndarray:
+        """`Filters.matches` for every chunk at once, as bm25s' weight mask."""
+        ok = np.ones(self.n_docs, dtype=bool)
+        if filters.doc_ids:
+            in_docs = np.zeros(self.n_docs, dtype=bool)
+            for doc_id in filters.doc_ids:
+                in_docs[self._rows_by_doc.get(doc_id, [])] = True
+            ok &= in_docs
+        if filters.date_from:
+            ok &= (self._dates != 0) & (self._dates >= _date_int(filters.date_from))
+        if filters.date_to:
+            ok &= (self._dates != 0) & (self._dates <= _date_int(filters.date_to))
+        return ok.astype(np.float32)
+
+
+_CACHE_VERSION = "1"  # bump when the saved layout or what goes into the index changes
+
+
+class _DocFreqs(Mapping[str, int]):
+    """term -> number of chunks containing it, over the vocabulary's ids (no second dict of terms)."""
+
+    def __init__(self, vocab: dict[str, int], counts: np.ndarray) -> None:
+        self._vocab = vocab
+        self._counts = counts
+
+    def __getitem__(self, term: str) -> int:
+        if term not in self:
+            raise KeyError(term)
+        return int(self._counts[self._vocab[term]])
+
+    def __contains__(self, term: object) -> bool:
+        # bm25s adds "" (its empty-document token) to a vocabulary it saves; no chunk has it
+        return term in self._vocab and self._vocab[term] < len(self._counts)  # type: ignore[index]
+
+    def __iter__(self) -> Iterator[str]:
+        return (t for t in self._vocab if t in self)
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+
+def _store_key(store: ChunkStore) -> str:
+    """Names what the store holds: every document's fingerprint and chunk count, and the tokenizer."""
+    import bm25s
+
+    h = hashlib.sha256(f"{_CACHE_VERSION}|{bm25s.__version__}|{TOKEN_PATTERN}|{sorted(STOPWORDS)}|{store.count()}".encode())
+    for marker in sorted(store.markers().values(), key=lambda m: m.doc_id):
+        h.update(f"\n{marker.doc_id}\0{marker.doc_hash}\0{marker.n_chunks}".encode())
+    return h.hexdigest()[:20]
 
 
 class HybridRetriever:
