@@ -11,9 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from llama_index.core import Document
-from llama_index.core.node_parser import SentenceSplitter
-
 from .clean import CleanDocument
 
 Tokenizer = Callable[[str], list[int]]
@@ -42,9 +39,14 @@ class Chunker:
     """Sentence-aware chunking with llama-index's `SentenceSplitter` and exact offsets."""
 
     def __init__(self, tokenizer: Tokenizer, chunk_size: int, chunk_overlap: int) -> None:
+        # Imported here: llama-index is ~half of a cold `qabot ask`, which never chunks.
+        from llama_index.core.node_parser import SentenceSplitter
+
         self._splitter = SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap, tokenizer=tokenizer)
 
     def chunk(self, doc: CleanDocument, doc_id: str, doc_hash: str) -> list[Chunk]:
+        from llama_index.core import Document
+
         meta = {
             "doc_id": doc_id,
             "title": doc.title,

