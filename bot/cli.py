@@ -156,6 +156,7 @@ def ask(settings: Settings, question: str | None, as_json: bool) -> None:
     from rich.console import Console
 
     from rag.pipeline import InvalidQuestionError
+    from rag.types import Answer
 
     from .render import print_answer
 
@@ -172,8 +173,8 @@ def ask(settings: Settings, question: str | None, as_json: bool) -> None:
         try:
             data = pipeline.ask(q).to_json()
         except InvalidQuestionError as exc:
-            data = {"question": q[:200], "answer": str(exc), "refused": True, "sources": [], "backend": "none",
-                    "timings_ms": {"retrieve": 0.0, "answer": 0.0, "total": 0.0}}
+            timings = {"retrieve": 0.0, "answer": 0.0, "total": 0.0}
+            data = Answer(q[:200], str(exc), refused=True, backend="none", timings_ms=timings).to_json()
         click.echo(json.dumps(data, ensure_ascii=False))
         sys.stdout.flush()
 

@@ -20,6 +20,7 @@ from .answer.registry import build_llm_answerer
 from .errors import QabotError
 from .index import Index
 from .ingest import IngestReport
+from .load import normalize_text
 from .retrieve import DenseRetriever, Filters, Hit, HybridRetriever, KeywordIndex, keyword_coverage
 from .settings import Settings
 from .types import Answer, Turn
@@ -52,10 +53,9 @@ def validate_question(question: str, max_chars: int) -> str:
         raise InvalidQuestionError(
             f"The question is {len(question):,} characters long; please keep it under {max_chars:,}."
         )
-    cleaned = "".join(
-        ch for ch in unicodedata.normalize("NFC", question)
-        if unicodedata.category(ch) not in ("Cc", "Cf", "Co", "Cs", "Mn") or ch in "\n\t"
-    )
+    # The loader's normalisation (NFC, no invisible or control characters), then no combining marks
+    # either: after NFC those are only zalgo-style stacks.
+    cleaned = "".join(ch for ch in normalize_text(question) if unicodedata.category(ch) != "Mn")
     cleaned = " ".join(cleaned.split())
     if not any(ch.isalnum() for ch in cleaned):
         raise InvalidQuestionError("Please ask a question in words.")
@@ -72,8 +72,7 @@ class QAPipeline:
         self.llm = llm_answerer
         self.sync_report: IngestReport | None = None  # what opening the pipeline changed in the index
         self._lock = threading.RLock()  # guards swapping the keyword index on reindex
-        self._keyword = KeywordIndex.from_store(index.store)
-        self._retriever = HybridRetriever(DenseRetriever(index.store, index.embedder), self._keyword)
+        self._keyword, self._retriever = self._build_retriever()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, sync: bool = True, index: Index | None = None) -> QAPipeline:
@@ -155,11 +154,14 @@ class QAPipeline:
     def reindex(self) -> IngestReport:
         """Sync the corpus folder into the index and refresh the keyword index."""
         report = self.index.sync()
-        keyword = KeywordIndex.from_store(self.index.store)
+        keyword, retriever = self._build_retriever()  # built outside the lock: asks go on meanwhile
         with self._lock:
-            self._keyword = keyword
-            self._retriever = HybridRetriever(DenseRetriever(self.index.store, self.index.embedder), keyword)
+            self._keyword, self._retriever = keyword, retriever
         return report
+
+    def _build_retriever(self) -> tuple[KeywordIndex, HybridRetriever]:
+        keyword = KeywordIndex.from_store(self.index.store)
+        return keyword, HybridRetriever(DenseRetriever(self.index.store, self.index.embedder), keyword)
 
     def backend_name(self) -> str:
         return self.llm.name if self.llm is not None else self.extractive.name

@@ -217,19 +217,13 @@ class ChunkStore:
         if not ids:
             return []
         page = self._col.get(ids=list(ids), include=["metadatas", "documents"])
-        by_id = {
-            cid: StoredChunk(cid, text or "", dict(meta or {}))
-            for cid, text, meta in zip(page["ids"], page["documents"], page["metadatas"])
-        }
+        by_id = {c.chunk_id: c for c in _stored(page["ids"], page["documents"], page["metadatas"])}
         return [by_id[i] for i in ids if i in by_id]
 
     def get_document(self, doc_id: str) -> list[StoredChunk]:
         """All chunks of one document, in order."""
         page = self._col.get(where={"doc_id": doc_id}, include=["metadatas", "documents"])
-        chunks = [
-            StoredChunk(cid, text or "", dict(meta or {}))
-            for cid, text, meta in zip(page["ids"], page["documents"], page["metadatas"])
-        ]
+        chunks = _stored(page["ids"], page["documents"], page["metadatas"])
         return sorted(chunks, key=lambda c: int(c.metadata.get("chunk_index", 0)))
 
     def query(self, embedding: Sequence[float], k: int, where: dict | None = None) -> list[StoredChunk]:
@@ -240,10 +234,8 @@ class ChunkStore:
         res = self._col.query(
             query_embeddings=[list(embedding)], n_results=n, where=where, include=["metadatas", "documents", "distances"]
         )
-        return [
-            StoredChunk(cid, text or "", dict(meta or {}), 1.0 - float(dist))
-            for cid, text, meta, dist in zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0])
-        ]
+        scores = [1.0 - float(d) for d in res["distances"][0]]  # cosine distance -> similarity
+        return _stored(res["ids"][0], res["documents"][0], res["metadatas"][0], scores)
 
     # -- writing --------------------------------------------------------------------------------
     def write_document(self, chunks: Sequence[Chunk], embeddings: Sequence[Sequence[float]]) -> None:
@@ -279,6 +271,12 @@ class ChunkStore:
             self._col.delete(where={"doc_id": {"$nin": list(doc_ids)}})
         elif self.count():
             self._col.delete(where={"chunk_index": {"$gte": 0}})
+
+
+def _stored(ids: Sequence[str], texts: Sequence[Any], metas: Sequence[Any], scores: Sequence[float] | None = None) -> list[StoredChunk]:
+    """StoredChunks from the parallel lists Chroma returns (a missing text or metadata is empty)."""
+    scores = scores if scores is not None else [0.0] * len(ids)
+    return [StoredChunk(cid, text or "", dict(meta or {}), score) for cid, text, meta, score in zip(ids, texts, metas, scores)]
 
 
 def _clean_meta(meta: dict[str, Any]) -> dict[str, Any]:
