@@ -52,7 +52,7 @@ def fast_fill(corpus: Path, data: Path, tokens: int) -> dict[str, Any]:
 
     settings = load_settings(environ={}, corpus_dir=corpus, data_dir=data, torch_threads=0)
     index = Index.from_settings(settings)
-    index.embedder._impl._tok.enable_truncation(tokens)  # the ONNX backend's tokenizer
+    index.embedder._impl.truncate(tokens)
     started = time.perf_counter()
     report = index.sync()
     return {"wall_s": time.perf_counter() - started, "peak_rss_mb": float("nan"), "documents": report.documents,

@@ -68,7 +68,7 @@ class QAPipeline:
     def __init__(self, settings: Settings, index: Index, llm_answerer: LLMAnswerer | None = None) -> None:
         self.settings = settings
         self.index = index
-        self.extractive = ExtractiveAnswerer(index.embedder)
+        self.extractive = ExtractiveAnswerer(index.embedder.with_precision(settings.sentence_precision))
         self.llm = llm_answerer
         self.sync_report: IngestReport | None = None  # what opening the pipeline changed in the index
         self._lock = threading.RLock()  # guards swapping the keyword index on reindex

@@ -41,6 +41,7 @@ def test_defaults_and_overrides() -> None:
         ({"QABOT_ANSWERER": "gpt5"}, "unknown answerer 'gpt5'"),
         ({"QABOT_CHUNK_OVERLAP": "150"}, "QABOT_CHUNK_OVERLAP"),
         ({"QABOT_REFUSE": "maybe"}, "is not true or false"),
+        ({"QABOT_SENTENCE_PRECISION": "fp16"}, "QABOT_SENTENCE_PRECISION: 'fp16' is not int8 or float32"),
     ],
 )
 def test_invalid_values_are_rejected_with_the_variable_name(env: dict[str, str], needle: str) -> None:
