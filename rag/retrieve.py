@@ -135,6 +135,7 @@ class KeywordIndex:
                 return cls._load(folder, store)
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.warning("keyword index cache %s unreadable (%s); rebuilding it", folder, exc)
+                shutil.rmtree(folder, ignore_errors=True)
         index = cls.__new__(cls)
         index._texts = index._metas = None
         index._store = store
