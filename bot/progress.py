@@ -20,10 +20,10 @@ def ingest_progress(enabled: bool = True) -> Iterator[Callable[[int, int], None]
         yield None
         return
     bar = Progress(
-        TextColumn("embedding"),
+        TextColumn("indexing"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("chunks"),
+        TextColumn("documents"),
         TimeRemainingColumn(),
         console=Console(stderr=True),
         transient=True,
@@ -32,7 +32,7 @@ def ingest_progress(enabled: bool = True) -> Iterator[Callable[[int, int], None]
 
     def update(done: int, total: int) -> None:
         nonlocal task
-        if total < 64:
+        if total < 20:  # a few seconds: no bar
             return
         if task is None:
             bar.start()

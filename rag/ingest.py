@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .chunk import Chunk, Chunker
-from .clean import CLEANER_VERSION, clean_text
+from .clean import CLEANER_VERSION, CleanDocument, clean_text
 from .embed import Embedder
 from .errors import QabotError
 from .load import LoadedDocument, SkippedFile, load_corpus
@@ -25,10 +28,11 @@ from .store import ChunkStore
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]  # (chunks embedded so far, chunks to embed)
+Progress = Callable[[int, int], None]  # (documents indexed so far, documents to index)
 
-# Documents are embedded in groups of about this many chunks, then written one by one.
-_GROUP_CHUNKS = 512
+# Documents are embedded in groups of about this many embedding batches (512 chunks by default,
+# ~30 s of work on one core), then written in one go: what a crash can cost.
+_GROUP_BATCHES = 8
 
 
 @dataclass
@@ -92,8 +96,7 @@ def sync_corpus(
     loaded = load_corpus(settings.corpus_dir, int(settings.max_file_mb * 1_000_000), is_indexed)
     report.skipped.extend(loaded.skipped)
 
-    pending: list[tuple[LoadedDocument, list[Chunk]]] = []
-    chunker: Chunker | None = None
+    to_index: list[tuple[LoadedDocument, CleanDocument]] = []
     present = {s.doc_id for s in loaded.skipped}  # a file that exists but cannot be read keeps its chunks
     for doc in loaded.documents:
         present.add(doc.doc_id)
@@ -105,9 +108,7 @@ def sync_corpus(
         if not cleaned.text.strip():
             report.skipped.append(SkippedFile(doc.doc_id, "no article text left after removing boilerplate"))
             continue
-        chunker = chunker or Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
-        chunks = chunker.chunk(cleaned, doc.doc_id, fingerprint(doc.content_hash, settings, model_id))
-        pending.append((doc, chunks))
+        to_index.append((doc, cleaned))
 
     if strict and report.skipped:
         listed = "; ".join(f"{s.doc_id}: {s.reason}" for s in report.skipped[:3])
@@ -116,17 +117,8 @@ def sync_corpus(
             "Fix or remove them, or run without --strict to ingest the rest"
         )
 
-    total = sum(len(chunks) for _, chunks in pending)
-    if progress:
-        progress(0, total)
-    group: list[tuple[LoadedDocument, list[Chunk]]] = []
-    for item in pending:
-        group.append(item)
-        if sum(len(c) for _, c in group) >= _GROUP_CHUNKS:
-            _embed_and_write(group, store, embedder, markers, report, progress, total)
-            group = []
-    if group:
-        _embed_and_write(group, store, embedder, markers, report, progress, total)
+    if to_index:
+        _index_documents(to_index, settings, store, embedder, markers, report, progress)
 
     gone = [doc_id for doc_id in markers if doc_id not in present]
     store.delete_all_except(sorted(present))
@@ -138,16 +130,58 @@ def sync_corpus(
     return report
 
 
-def _embed_and_write(
-    group: list[tuple[LoadedDocument, list[Chunk]]],
+def _index_documents(
+    documents: list[tuple[LoadedDocument, CleanDocument]],
+    settings: Settings,
     store: ChunkStore,
     embedder: Embedder,
     markers: dict,
     report: IngestReport,
     progress: Progress | None,
-    total: int,
 ) -> None:
-    texts = [c.embed_text for _, chunks in group for c in chunks]
+    """Chunk, embed and write, with the three steps overlapping.
+
+    The embedding model is the practical limit (onnxruntime on one thread, which releases the
+    GIL while it runs); chunking the next documents and writing the last group to Chroma happen
+    meanwhile on two helper threads, so they cost little wall time.
+    """
+    model_id = embedder.model_id
+    if progress:
+        progress(0, len(documents))
+
+    def chunked() -> Iterator[tuple[LoadedDocument, list[Chunk]]]:
+        chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
+        for doc, cleaned in documents:
+            yield doc, chunker.chunk(cleaned, doc.doc_id, fingerprint(doc.content_hash, settings, model_id))
+
+    def write(group: list[tuple[LoadedDocument, list[Chunk]]], vectors: list[list[float]]) -> None:
+        offset, batch = 0, []
+        for _, chunks in group:
+            batch.append((chunks, vectors[offset : offset + len(chunks)]))
+            offset += len(chunks)
+        store.write_documents(batch)
+        for doc, chunks in group:
+            log.debug("indexed %s (%d chunks)", doc.doc_id, len(chunks))
+            if doc.doc_id in markers:
+                report.updated += 1
+            else:
+                report.added += 1
+        if progress:
+            progress(report.added + report.updated, len(documents))
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="qabot-write") as writer:
+        writing: Future[None] | None = None
+        for group in _groups(_ahead(chunked()), _GROUP_BATCHES * max(1, embedder.batch_size)):
+            vectors = _embed([c.embed_text for _, chunks in group for c in chunks], embedder)
+            report.embedded += len(vectors)
+            if writing is not None:
+                writing.result()  # one group in flight; its error stops the sync here
+            writing = writer.submit(write, group, vectors)
+        if writing is not None:
+            writing.result()
+
+
+def _embed(texts: list[str], embedder: Embedder) -> list[list[float]]:
     vectors: list[list[float]] = [[] for _ in texts]
     batch = max(1, embedder.batch_size)
     # A batch is padded to its longest text: batching texts of similar length (each document's
@@ -157,15 +191,66 @@ def _embed_and_write(
         part = order[start : start + batch]
         for i, vector in zip(part, embedder.embed_documents([texts[i] for i in part])):
             vectors[i] = vector
-        report.embedded += len(part)
-        if progress:
-            progress(report.embedded, total)
-    offset = 0
-    for doc, chunks in group:
-        store.write_document(chunks, vectors[offset : offset + len(chunks)])
-        offset += len(chunks)
-        log.debug("indexed %s (%d chunks)", doc.doc_id, len(chunks))
-        if doc.doc_id in markers:
-            report.updated += 1
-        else:
-            report.added += 1
+    return vectors
+
+
+def _groups(items: Iterable[tuple[LoadedDocument, list[Chunk]]], size: int) -> Iterator[list[tuple[LoadedDocument, list[Chunk]]]]:
+    """Whole documents in groups of at least `size` chunks (the last one smaller)."""
+    group: list[tuple[LoadedDocument, list[Chunk]]] = []
+    n = 0
+    for item in items:
+        group.append(item)
+        n += len(item[1])
+        if n >= size:
+            yield group
+            group, n = [], 0
+    if group:
+        yield group
+
+
+_T = TypeVar("_T")
+_DONE = object()
+
+
+def _ahead(items: Iterator[_T], depth: int = 64) -> Iterator[_T]:
+    """Run `items` on a helper thread, up to `depth` items ahead of the consumer.
+
+    The producer's error is raised in the consumer; a consumer that stops early (an error,
+    Ctrl-C) stops the producer too, within a tenth of a second.
+    """
+    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        buffer.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            result: Any = _DONE
+        except BaseException as exc:  # handed to the consumer, which raises it
+            result = exc
+        while not stop.is_set():
+            try:
+                buffer.put(result, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    thread = threading.Thread(target=produce, name="qabot-chunk", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()

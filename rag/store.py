@@ -238,32 +238,37 @@ class ChunkStore:
         return _stored(res["ids"][0], res["documents"][0], res["metadatas"][0], scores)
 
     # -- writing --------------------------------------------------------------------------------
-    def write_document(self, chunks: Sequence[Chunk], embeddings: Sequence[Sequence[float]]) -> None:
-        """Replace a document's chunks, crash-safely.
+    def write_documents(self, documents: Sequence[tuple[Sequence[Chunk], Sequence[Sequence[float]]]]) -> None:
+        """Replace the chunks of several documents, crash-safely and in a few round trips.
 
-        The marker (chunk 0) is deleted first and written last: a document whose marker is
-        present with the current hash is complete, anything else is redone by the next sync.
-        Stable ids mean a redo overwrites rather than duplicates.
+        Each document's marker (chunk 0) is deleted first and written last, after every other
+        chunk of the group: a document whose marker is present with the current hash is complete,
+        anything else is redone by the next sync. Stable ids mean a redo overwrites rather than
+        duplicates. One call per group instead of per document: Chroma's per-call cost was ~10% of
+        an ingest.
         """
-        if not chunks:
+        documents = [(chunks, vectors) for chunks, vectors in documents if chunks]
+        if not documents:
             return
-        doc_id = chunks[0].doc_id
-        self._col.delete(ids=[chunks[0].chunk_id])
-        self._col.delete(where={"doc_id": doc_id})
-        n = len(chunks)
-        metas = [{**c.metadata, "n_chunks": n} for c in chunks]
-        order = list(range(1, n)) + [0]
-        for start in range(0, n, _PAGE):
-            idx = order[start : start + _PAGE]
-            self._col.upsert(
-                ids=[chunks[i].chunk_id for i in idx],
-                embeddings=[list(embeddings[i]) for i in idx],
-                documents=[chunks[i].text for i in idx],
-                metadatas=[_clean_meta(metas[i]) for i in idx],
-            )
-
-    def delete_document(self, doc_id: str) -> None:
-        self._col.delete(where={"doc_id": doc_id})
+        self._col.delete(ids=[chunks[0].chunk_id for chunks, _ in documents])
+        self._col.delete(where={"doc_id": {"$in": [chunks[0].doc_id for chunks, _ in documents]}})
+        bodies: list[tuple[Chunk, Sequence[float], int]] = []
+        markers: list[tuple[Chunk, Sequence[float], int]] = []
+        for chunks, vectors in documents:
+            n = len(chunks)
+            markers.append((chunks[0], vectors[0], n))
+            bodies.extend((chunks[i], vectors[i], n) for i in range(1, n))
+        for part in (bodies, markers):
+            if part is markers:
+                log.debug("chunks of %d documents written; writing their markers", len(markers))
+            for start in range(0, len(part), _PAGE):
+                page = part[start : start + _PAGE]
+                self._col.upsert(
+                    ids=[c.chunk_id for c, _, _ in page],
+                    embeddings=[list(v) for _, v, _ in page],
+                    documents=[c.text for c, _, _ in page],
+                    metadatas=[_clean_meta({**c.metadata, "n_chunks": n}) for c, _, n in page],
+                )
 
     def delete_all_except(self, doc_ids: Sequence[str]) -> None:
         """Remove chunks of documents no longer in the corpus, including half-written ones."""

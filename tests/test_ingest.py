@@ -218,7 +218,10 @@ def test_killed_ingest_is_completed_by_the_next_run(tmp_path: Path) -> None:
     env.update({"QABOT_CORPUS_DIR": str(corpus), "QABOT_DATA_DIR": str(data), "QABOT_LOG_LEVEL": "DEBUG",
                 "QABOT_EMBED_BATCH_SIZE": "4", "PYTHONPATH": str(REPO)})
     proc = subprocess.Popen([*QABOT, "ingest"], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    written = 0
+    # Documents are written in groups (8 batches of 4 chunks here): every chunk of a group, then
+    # the group's markers. Kill when the second group's chunks are in and its markers are not
+    # (or are being) written: the worst moment.
+    indexed = groups = 0
     deadline = time.monotonic() + 120
     try:
         assert proc.stderr is not None
@@ -226,21 +229,23 @@ def test_killed_ingest_is_completed_by_the_next_run(tmp_path: Path) -> None:
             line = proc.stderr.readline()
             if not line:
                 break
-            if "indexed " in line:
-                written += 1
-                if written == 3:
+            indexed += "indexed " in line
+            if "writing their markers" in line:
+                groups += 1
+                if groups == 2:
                     proc.send_signal(signal.SIGKILL)
                     break
     finally:
         proc.kill()
         proc.wait(timeout=30)
-    assert written == 3, "the ingest finished or stalled before it could be killed"
+    assert groups == 2 and indexed >= 1, "the ingest finished or stalled before it could be killed"
 
     result = run_qabot("ingest", "--json", env={"QABOT_CORPUS_DIR": str(corpus), "QABOT_DATA_DIR": str(data)})
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["documents"] == 60
-    assert report["unchanged"] >= 3  # what was finished before the kill is not embedded again
+    assert report["unchanged"] >= indexed  # what was finished before the kill is not embedded again
+    assert report["added"] >= 1  # and what was not is redone
     settings = make_settings(corpus, data)
     col = open_client(settings).get_collection(settings.collection)
     got = col.get(include=["metadatas"])
@@ -252,3 +257,11 @@ def test_killed_ingest_is_completed_by_the_next_run(tmp_path: Path) -> None:
         n_chunks = next(m["n_chunks"] for m in got["metadatas"] if m["doc_id"] == doc_id and m["chunk_index"] == 0)
         assert n_chunks == len(indexes)
     assert col.count() == report["chunks"]
+
+
+def test_progress_counts_indexed_documents_up_to_the_total(corpus_copy: Path, tmp_path: Path, embedder) -> None:  # noqa: ANN001
+    calls: list[tuple[int, int]] = []
+    report = _index(corpus_copy, tmp_path / "data", embedder).sync(progress=lambda done, total: calls.append((done, total)))
+    assert report.added == 5
+    assert calls[0] == (0, 5) and calls[-1] == (5, 5)
+    assert [done for done, _ in calls] == sorted(done for done, _ in calls)
