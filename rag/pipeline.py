@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: How far above QABOT_MIN_DENSE_SCORE the best chunk must be for dense similarity alone to count as
+#: evidence (paraphrases share few words with the article): 0.25 + 0.35 = 0.60 with the defaults.
+DENSE_ALONE_MARGIN = 0.35
+
 REFUSAL = "The articles I have do not cover that, so I won't guess. Try asking about what they report."
 
 
@@ -144,7 +148,7 @@ class QAPipeline:
         s = self.settings
         if dense < s.min_dense_score:
             return False
-        return coverage >= s.min_keyword_coverage or dense >= s.min_dense_score + 0.35
+        return coverage >= s.min_keyword_coverage or dense >= s.min_dense_score + DENSE_ALONE_MARGIN
 
     def documents(self) -> list[DocInfo]:
         """The indexed documents, by doc_id."""

@@ -228,11 +228,9 @@ class ChunkStore:
 
     def query(self, embedding: Sequence[float], k: int, where: dict | None = None) -> list[StoredChunk]:
         """The k chunks nearest to `embedding` (cosine), optionally filtered by metadata."""
-        n = min(k, self.count())
-        if n == 0:
-            return []
+        # Chroma 1.5 returns what it has when k exceeds the collection (no count() round trip first).
         res = self._col.query(
-            query_embeddings=[list(embedding)], n_results=n, where=where, include=["metadatas", "documents", "distances"]
+            query_embeddings=[list(embedding)], n_results=k, where=where, include=["metadatas", "documents", "distances"]
         )
         scores = [1.0 - float(d) for d in res["distances"][0]]  # cosine distance -> similarity
         return _stored(res["ids"][0], res["documents"][0], res["metadatas"][0], scores)
