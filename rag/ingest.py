@@ -172,6 +172,8 @@ def _index_documents(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="qabot-write") as writer:
         writing: Future[None] | None = None
         for group in _groups(_ahead(chunked()), _GROUP_BATCHES * max(1, embedder.batch_size)):
+            if writing is not None and writing.done():
+                writing.result()  # a failed write (Chroma server gone) stops the sync before more embedding
             vectors = _embed([c.embed_text for _, chunks in group for c in chunks], embedder)
             report.embedded += len(vectors)
             if writing is not None:

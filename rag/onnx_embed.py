@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ PRECISIONS: tuple[str, ...] = ("float32", "int8")
 
 #: Bump when the export recipe changes, so that caches made by an older recipe are not reused.
 _EXPORT_VERSION = "1"
+#: Likewise for the int8 recipe (whose name also carries the onnxruntime version that made it).
+_QUANT_VERSION = "1"
 #: A file is used only if it embeds the probes like its reference does (lowest cosine):
 #: the float32 export like sentence-transformers, the int8 copy like the float32 export.
 _MIN_COSINE: dict[str, float] = {"float32": 0.9999, "int8": 0.97}
@@ -112,8 +115,12 @@ class OnnxRecipe:
 
     def cache_path(self, cache_dir: Path, precision: str) -> Path:
         safe_id = re.sub(r"[^A-Za-z0-9._-]+", "_", self.model_id)
-        suffix = "" if precision == "float32" else f"-{precision}"
-        return cache_dir / "onnx" / f"{safe_id}-{self.cache_key()}{suffix}.onnx"
+        if precision == "float32":
+            return cache_dir / "onnx" / f"{safe_id}-{self.cache_key()}.onnx"
+        import onnxruntime
+
+        made_by = f"{self.cache_key()}|{precision}|{_QUANT_VERSION}|{onnxruntime.__version__}"
+        return cache_dir / "onnx" / f"{safe_id}-{hashlib.sha256(made_by.encode()).hexdigest()[:16]}-{precision}.onnx"
 
 
 class OnnxBackend:
@@ -143,13 +150,21 @@ class OnnxBackend:
              reference: Reference, precision: str = "float32") -> OnnxBackend:
         """Run the cached file of that precision, making (and checking) it first if there is none yet.
 
-        `reference` embeds like sentence-transformers; it is called only when exporting.
+        `reference` embeds like sentence-transformers; it is called only when exporting. The
+        float32 model is opened for an int8 request only when the int8 copy has to be made.
         """
-        full = _cached(recipe, cache_dir, "float32", threads, batch_size, reference, lambda tmp: _export(recipe, tmp))
-        if precision == "float32":
+        full: OnnxBackend | None = None
+
+        def float32() -> OnnxBackend:
+            nonlocal full
+            if full is None:
+                full = _cached(recipe, cache_dir, "float32", threads, batch_size, reference, lambda tmp: _export(recipe, tmp))
             return full
+
+        if precision == "float32":
+            return float32()
         return _cached(recipe, cache_dir, precision, threads, batch_size,
-                       lambda texts: full.embed(texts, query=False), lambda tmp: _quantize(full.path, tmp))
+                       lambda texts: float32().embed(texts, query=False), lambda tmp: _quantize(float32().path, tmp))
 
     def embed(self, texts: list[str], *, query: bool) -> np.ndarray:
         # As sentence-transformers: strip, (lower-case), truncate to max_seq_length, batch texts of
@@ -195,7 +210,7 @@ def _cached(recipe: OnnxRecipe, cache_dir: Path, precision: str, threads: int, b
     if path.is_file():
         try:
             return OnnxBackend(recipe, path, threads, batch_size)
-        except Exception as exc:  # a truncated or corrupted cache file: make it again
+        except Exception as exc:  # a truncated or corrupted file: make it again (once: see `failed`)
             log.warning("cached %s is unreadable (%s); making it again", path, type(exc).__name__)
             path.unlink(missing_ok=True)
     if failed.is_file():  # do not pay for a failing export at every start
@@ -203,6 +218,7 @@ def _cached(recipe: OnnxRecipe, cache_dir: Path, precision: str, threads: int, b
     # Check the folder first: exporting costs seconds, and a result that cannot be kept would
     # be paid for again by every process.
     path.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_leftovers(path.parent)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
     os.close(fd)
     tmp = Path(tmp_name)
@@ -217,27 +233,38 @@ def _cached(recipe: OnnxRecipe, cache_dir: Path, precision: str, threads: int, b
         tmp.chmod(0o644)
         os.replace(tmp, path)  # atomic: a concurrent process sees no file or a whole one
         _remove_stale(path)
-    except (ImportError, RuntimeError, ValueError, TypeError, AttributeError) as exc:
+    except (ImportError, OSError):
+        raise  # a missing package or an unwritable folder: fixable, so tried again next time
+    except Exception as exc:  # the exporter, quantizer or runtime failed: remember, do not retry each start
         why = str(exc).splitlines()[0] if str(exc) else ""
         failed.write_text(f"{precision} ONNX model failed: {type(exc).__name__}: {why}\n")
-        raise
+        raise RuntimeError(f"{precision} ONNX model failed: {type(exc).__name__}: {why}") from exc
     finally:
         tmp.unlink(missing_ok=True)
     return OnnxBackend(recipe, path, threads, batch_size)
 
 
 def _remove_stale(current: Path) -> None:
-    """Delete files of older weights or recipes of the same model (same name, other key)."""
+    """Delete files of older weights or recipes of the same model and precision (other key)."""
     match = _CACHE_NAME.fullmatch(current.name)
     if match is None:
         return
     for other in current.parent.glob("*.onnx"):
         m = _CACHE_NAME.fullmatch(other.name)
-        if m is not None and m["model"] == match["model"] and m["key"] != match["key"]:
+        if m is not None and (m["model"], m["precision"]) == (match["model"], match["precision"]) and m["key"] != match["key"]:
             other.unlink(missing_ok=True)
 
 
-_CACHE_NAME = re.compile(r"(?P<model>.+)-(?P<key>[0-9a-f]{16})(-[a-z0-9]+)?\.onnx")
+_CACHE_NAME = re.compile(r"(?P<model>.+)-(?P<key>[0-9a-f]{16})(?P<precision>-[a-z0-9]+)?\.onnx")
+
+
+def _sweep_leftovers(folder: Path, older_than_s: float = 3600) -> None:
+    """Remove temporary files of makers that were killed (an export is ~90 MB)."""
+    now = time.time()
+    for tmp in folder.glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            if now - tmp.stat().st_mtime > older_than_s:
+                tmp.unlink()
 
 
 #: Tokens per onnxruntime call. Throughput is flat from 8 to 64 chunks of ~230 tokens per call

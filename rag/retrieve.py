@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import shutil
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,14 +134,14 @@ class KeywordIndex:
         if folder is not None and folder.is_dir():
             try:
                 return cls._load(folder, store)
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                log.warning("keyword index cache %s unreadable (%s); rebuilding it", folder, exc)
+            except Exception as exc:  # a cache must never stop a start: any damage means rebuild
+                log.warning("keyword index cache %s unreadable (%s: %s); rebuilding it", folder, type(exc).__name__, exc)
                 shutil.rmtree(folder, ignore_errors=True)
         index = cls.__new__(cls)
         index._texts = index._metas = None
         index._store = store
         index._build(store.iter_chunks())
-        if folder is not None and folder.name == f"bm25-{_store_key(store)}":  # unchanged while we read it
+        if folder is not None and index.n_docs and folder.name == f"bm25-{_store_key(store)}":  # unchanged while read
             index._save(folder)
         return index
 
@@ -155,10 +156,12 @@ class KeywordIndex:
             np.save(tmp / "dates.npy", self._dates)
             (tmp / "chunks.json").write_text(json.dumps({"ids": self.ids, "rows_by_doc": self._rows_by_doc}))
             os.replace(tmp, folder)
-            for old in folder.parent.glob("bm25-*"):
-                if old != folder:
+            now = time.time()
+            for old in [*folder.parent.glob("bm25-*"), *folder.parent.glob(".bm25-*.tmp")]:
+                # other versions, and what a killed process left (not one saving right now)
+                if old != folder and (old.name.startswith("bm25-") or now - old.stat().st_mtime > 3600):
                     shutil.rmtree(old, ignore_errors=True)
-        except OSError as exc:
+        except Exception as exc:  # only costs the next start a rebuild
             log.info("keyword index not cached in %s: %s", folder, exc)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -276,10 +279,15 @@ class _DocFreqs(Mapping[str, int]):
 
 
 def _store_key(store: ChunkStore) -> str:
-    """Names what the store holds: every document's fingerprint and chunk count, and the tokenizer."""
+    """Names what the store holds: its collection (new on a rebuild), every document's fingerprint and
+    chunk count, and the tokenizer."""
     import bm25s
 
-    h = hashlib.sha256(f"{_CACHE_VERSION}|{bm25s.__version__}|{TOKEN_PATTERN}|{sorted(STOPWORDS)}|{store.count()}".encode())
+    import Stemmer
+
+    made_by = (f"{_CACHE_VERSION}|{bm25s.__version__}|{Stemmer.version()}|{TOKEN_PATTERN}|{sorted(STOPWORDS)}"
+               f"|{store.collection_id}|{store.count()}")
+    h = hashlib.sha256(made_by.encode())
     for marker in sorted(store.markers().values(), key=lambda m: m.doc_id):
         h.update(f"\n{marker.doc_id}\0{marker.doc_hash}\0{marker.n_chunks}".encode())
     return h.hexdigest()[:20]

@@ -186,6 +186,11 @@ class ChunkStore:
     def count(self) -> int:
         return self._col.count()
 
+    @property
+    def collection_id(self) -> str:
+        """Chroma's id of the collection: a rebuilt index has a new one, even with the same documents."""
+        return str(self._col.id)
+
     def markers(self) -> dict[str, DocMarker]:
         """doc_id -> marker of every completely written document (chunk 0 is written last)."""
         out: dict[str, DocMarker] = {}

@@ -62,3 +62,36 @@ def test_a_damaged_cache_is_rebuilt(corpus_copy: Path, tmp_path: Path, embedder:
     assert any("rebuilding it" in r.getMessage() for r in caplog.records)
     assert pipeline.ask("In which city was the US-Poland 5G agreement signed?").sources
     assert (folder / "chunks.json").read_text(encoding="utf-8").startswith("{\"ids\"")  # written again
+
+
+def test_emptied_corpus_reindexes_without_error(corpus_copy: Path, tmp_path: Path, embedder: Embedder) -> None:
+    """/reindex after every article was removed: no keyword index to cache, nothing to answer from."""
+    data = tmp_path / "data"
+    pipeline = open_pipeline(corpus_copy, data, embedder)
+    for article in corpus_copy.iterdir():
+        article.unlink()
+    report = pipeline.reindex()
+    assert (report.removed, report.documents) == (5, 0)
+    assert pipeline.ask("Who signed the 5G deal in Warsaw?").refused
+
+
+@pytest.mark.parametrize("damage", ["dates.npy", "doc_freq.npy", "chunks.json"])
+def test_a_truncated_cache_file_is_rebuilt(corpus_copy: Path, tmp_path: Path, embedder: Embedder, damage: str) -> None:
+    data = tmp_path / "data"
+    open_pipeline(corpus_copy, data, embedder)
+    [folder] = cache_folders(data)
+    (folder / damage).write_bytes(b"")  # what a power cut after the rename can leave
+    pipeline = open_pipeline(corpus_copy, data, embedder)
+    assert pipeline.ask("In which city was the US-Poland 5G agreement signed?").sources
+    assert (folder / damage).stat().st_size > 0
+
+
+def test_a_rebuilt_index_does_not_reuse_the_old_cache(corpus_copy: Path, tmp_path: Path, embedder: Embedder) -> None:
+    data = tmp_path / "data"
+    open_pipeline(corpus_copy, data, embedder)
+    [before] = cache_folders(data)
+    settings = make_settings(corpus_copy, data)
+    Index.from_settings(settings, rebuild=True, embedder=embedder).sync()  # `qabot ingest --rebuild`
+    open_pipeline(corpus_copy, data, embedder)
+    [after] = cache_folders(data)
+    assert after != before
