@@ -8,6 +8,7 @@ are removed. Writes are ordered so that a sync killed at any point is completed 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import queue
@@ -169,9 +170,11 @@ def _index_documents(
         if progress:
             progress(report.added + report.updated, len(documents))
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="qabot-write") as writer:
+    ahead = _Ahead(chunked())  # starts chunking (and importing llama-index) now...
+    with contextlib.closing(ahead), ThreadPoolExecutor(max_workers=1, thread_name_prefix="qabot-write") as writer:
+        _ = embedder.backend  # ...while the model loads here
         writing: Future[None] | None = None
-        for group in _groups(_ahead(chunked()), _GROUP_BATCHES * max(1, embedder.batch_size)):
+        for group in _groups(ahead, _GROUP_BATCHES * max(1, embedder.batch_size)):
             if writing is not None and writing.done():
                 writing.result()  # a failed write (Chroma server gone) stops the sync before more embedding
             vectors = _embed([c.embed_text for _, chunks in group for c in chunks], embedder)
@@ -214,45 +217,47 @@ _T = TypeVar("_T")
 _DONE = object()
 
 
-def _ahead(items: Iterator[_T], depth: int = 64) -> Iterator[_T]:
-    """Run `items` on a helper thread, up to `depth` items ahead of the consumer.
+class _Ahead(Iterator[_T]):
+    """Runs `items` on a helper thread, up to `depth` items ahead of the consumer.
 
-    The producer's error is raised in the consumer; a consumer that stops early (an error,
-    Ctrl-C) stops the producer too, within a tenth of a second.
+    The producer starts at once; its error is raised in the consumer. `close()` (also when the
+    consumer stops early: an error, Ctrl-C) stops the producer within a tenth of a second.
     """
-    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
 
-    def produce() -> None:
+    def __init__(self, items: Iterator[_T], depth: int = 64) -> None:
+        self._buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._items = items
+        threading.Thread(target=self._produce, name="qabot-chunk", daemon=True).start()
+
+    def __next__(self) -> _T:
+        item = self._buffer.get()
+        if item is _DONE:
+            self.close()
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self.close()
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _produce(self) -> None:
         try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        buffer.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+            for item in self._items:
+                if not self._put(item):
                     return
             result: Any = _DONE
         except BaseException as exc:  # handed to the consumer, which raises it
             result = exc
-        while not stop.is_set():
+        self._put(result)
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
             try:
-                buffer.put(result, timeout=0.1)
-                return
+                self._buffer.put(item, timeout=0.1)
+                return True
             except queue.Full:
                 continue
-
-    thread = threading.Thread(target=produce, name="qabot-chunk", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = buffer.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
+        return False
