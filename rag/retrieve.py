@@ -10,6 +10,7 @@ refusal check needs its document frequencies and per-query filters need its weig
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -156,11 +157,13 @@ class KeywordIndex:
             np.save(tmp / "dates.npy", self._dates)
             (tmp / "chunks.json").write_text(json.dumps({"ids": self.ids, "rows_by_doc": self._rows_by_doc}))
             os.replace(tmp, folder)
-            now = time.time()
-            for old in [*folder.parent.glob("bm25-*"), *folder.parent.glob(".bm25-*.tmp")]:
-                # other versions, and what a killed process left (not one saving right now)
-                if old != folder and (old.name.startswith("bm25-") or now - old.stat().st_mtime > 3600):
+            for old in folder.parent.glob("bm25-*"):
+                if old != folder:
                     shutil.rmtree(old, ignore_errors=True)
+            for left in folder.parent.glob(".bm25-*.tmp"):  # from killed processes, not one saving now
+                with contextlib.suppress(OSError):
+                    if time.time() - left.stat().st_mtime > 3600:
+                        shutil.rmtree(left, ignore_errors=True)
         except Exception as exc:  # only costs the next start a rebuild
             log.info("keyword index not cached in %s: %s", folder, exc)
         finally:
@@ -282,7 +285,6 @@ def _store_key(store: ChunkStore) -> str:
     """Names what the store holds: its collection (new on a rebuild), every document's fingerprint and
     chunk count, and the tokenizer."""
     import bm25s
-
     import Stemmer
 
     made_by = (f"{_CACHE_VERSION}|{bm25s.__version__}|{Stemmer.version()}|{TOKEN_PATTERN}|{sorted(STOPWORDS)}"
