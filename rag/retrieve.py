@@ -232,6 +232,8 @@ class KeywordIndex:
         n = min(k, self.n_docs)
         idx, scores = self._bm25.retrieve([q_terms], k=n, show_progress=False, weight_mask=mask, n_threads=0)
         found = [(int(i), float(s)) for i, s in zip(idx[0], scores[0]) if s > 0]
+        # Equal scores (overlapping chunks often tie) in chunk-id order, not in the order Chroma stored them.
+        found.sort(key=lambda f: (-f[1], self.ids[f[0]]))
         if self._texts is not None and self._metas is not None:
             return [Hit(self.ids[i], self._texts[i], self._metas[i], bm25=s) for i, s in found]
         assert self._store is not None
@@ -318,7 +320,8 @@ class HybridRetriever:
                 merged.bm25 = max(merged.bm25, hit.bm25)
                 merged.ranks[name] = rank
                 merged.rrf += 1.0 / (RRF_K + rank)
-        return sorted(fused.values(), key=lambda h: h.rrf, reverse=True)[:k]
+        # Ties (one list's 1st and 3rd against the other's 3rd and 1st) go to the closer meaning.
+        return sorted(fused.values(), key=lambda h: (-h.rrf, -h.dense, h.chunk_id))[:k]
 
 
 def keyword_coverage(question: str, hits: Sequence[Hit], index: KeywordIndex) -> float:
