@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+
 from rich.console import Console
 
 from rag.errors import QabotError
@@ -25,6 +28,10 @@ def run_chat(pipeline: QAPipeline, console: Console, history_size: int = 6) -> N
         import readline  # noqa: F401  (arrow keys and history for input())
     except ImportError:  # pragma: no cover - Windows without pyreadline
         pass
+    if threading.current_thread() is threading.main_thread():
+        # A shell without job control starts background commands with SIGINT ignored, and Python
+        # keeps it so: Ctrl-C would then do nothing at all. The chat promises it abandons the line.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     docs = pipeline.documents()
     console.print(f"[bold]qabot[/bold] · {len(docs)} articles indexed · answers by {pipeline.backend_name()} · /help for commands")
     history: list[Turn] = []
