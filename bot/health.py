@@ -22,9 +22,8 @@ from rag.settings import Settings
 pass_settings = click.make_pass_decorator(Settings)  # same as bot.cli.pass_settings
 
 Status = Literal["ok", "warn", "fail"]
-#: Files a sentence-transformers model folder needs; weights in either format.
+#: Files a sentence-transformers model folder needs, besides its weights (rag.onnx_embed.WEIGHT_FILES).
 MODEL_FILES = ("config.json", "tokenizer.json")
-MODEL_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
 
 @dataclass(frozen=True)
@@ -117,6 +116,7 @@ def check_corpus(settings: Settings) -> Check:
 def check_model(settings: Settings) -> tuple[Check, str | None]:
     """The embedding model's files are on this machine (nothing will be downloaded); returns its id."""
     from rag.embed import resolve_model
+    from rag.onnx_embed import WEIGHT_FILES
 
     try:
         ref = resolve_model(settings.embed_model)
@@ -126,8 +126,8 @@ def check_model(settings: Settings) -> tuple[Check, str | None]:
     if not folder.is_dir():  # a hub name, allowed to download (HF_HUB_OFFLINE=0)
         return Check("model", "warn", f"{ref.model_id} is not installed and will be downloaded at first use"), ref.model_id
     missing = [f for f in MODEL_FILES if not (folder / f).is_file()]
-    if not any((folder / w).is_file() for w in MODEL_WEIGHTS):
-        missing.append(" or ".join(MODEL_WEIGHTS))
+    if not any((folder / w).is_file() for w in WEIGHT_FILES):
+        missing.append(" or ".join(WEIGHT_FILES))
     if missing:
         return Check("model", "fail", f"{ref.model_id} in {folder} lacks {', '.join(missing)}; reinstall it"), None
     return Check("model", "ok", f"{ref.model_id} installed in {folder}"), ref.model_id

@@ -68,8 +68,7 @@ class Index:
                 store = _open_existing(client, settings, embedder.model_id, writer)
         finally:
             if writer is not None and lock != "hold":
-                while writer.held:
-                    writer.release()
+                writer.release_all()
         return cls(settings, client, store, embedder, lock=writer, policy=lock)
 
     def sync(self, *, progress: Progress | None = None, strict: bool = False) -> IngestReport:
@@ -89,8 +88,7 @@ class Index:
     def close(self) -> None:
         """Give up the writer lock if this index holds it (policy "hold"); reading still works."""
         if self.lock is not None:
-            while self.lock.held:
-                self.lock.release()
+            self.lock.release_all()
 
     def __enter__(self) -> Index:
         return self

@@ -110,6 +110,11 @@ class WriterLock:
                 del _HELD[self._key()]
                 os.close(held.fd)  # closing the descriptor releases the flock
 
+    def release_all(self) -> None:
+        """Undo every acquire this object made (the lock stays with other holders in this process)."""
+        while self._mine:
+            self.release()
+
     def holder(self) -> str | None:
         """Who holds the lock now ("pid 123: qabot discord"), or None when nobody does; never takes it."""
         with _HELD_GUARD:

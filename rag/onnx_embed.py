@@ -49,6 +49,9 @@ _PROBES = (
     "concern over China's telecommunications giant Huawei. " * 12,  # longer than the model reads
 )
 
+#: Weight files of a sentence-transformers model folder, in order of preference.
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
 Reference = Callable[[list[str]], np.ndarray]  # embeds texts the way the file must match
 
 
@@ -89,7 +92,7 @@ class OnnxRecipe:
         pooling = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}.get(next(iter(modes), ""), "")
         if len(modes) != 1 or not pooling or pooling_cfg.get("include_prompt") is False:
             return None
-        weights = next((folder / f for f in ("model.safetensors", "pytorch_model.bin") if (folder / f).is_file()), None)
+        weights = next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
         if weights is None or not (folder / "tokenizer.json").is_file() or not st_cfg.get("max_seq_length"):
             return None
         return cls(model_id, folder, weights, pooling, int(st_cfg["max_seq_length"]), bool(st_cfg.get("do_lower_case")))

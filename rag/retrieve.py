@@ -138,9 +138,7 @@ class KeywordIndex:
             except Exception as exc:  # a cache must never stop a start: any damage means rebuild
                 log.warning("keyword index cache %s unreadable (%s: %s); rebuilding it", folder, type(exc).__name__, exc)
                 shutil.rmtree(folder, ignore_errors=True)
-        index = cls.__new__(cls)
-        index._texts = index._metas = None
-        index._store = store
+        index = cls._reading_from(store)
         index._build(store.iter_chunks())
         if folder is not None and index.n_docs and folder.name == f"bm25-{_store_key(store)}":  # unchanged while read
             index._save(folder)
@@ -170,13 +168,17 @@ class KeywordIndex:
             shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
-    def _load(cls, folder: Path, store: ChunkStore) -> KeywordIndex:
-        import bm25s
-
-        logging.getLogger("bm25s").setLevel(logging.WARNING)
+    def _reading_from(cls, store: ChunkStore) -> KeywordIndex:
+        """An empty index that keeps no text and reads the chunks it returns from `store`."""
         index = cls.__new__(cls)
         index._texts = index._metas = None
         index._store = store
+        return index
+
+    @classmethod
+    def _load(cls, folder: Path, store: ChunkStore) -> KeywordIndex:
+        bm25s = _bm25s()
+        index = cls._reading_from(store)
         chunks = json.loads((folder / "chunks.json").read_text())
         index.ids = chunks["ids"]
         index._rows_by_doc = chunks["rows_by_doc"]
@@ -189,9 +191,7 @@ class KeywordIndex:
         return index
 
     def _build(self, records: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
-        import bm25s
-
-        logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets itself to DEBUG on import
+        bm25s = _bm25s()
         vocab: dict[str, int] = {}
         rows: list[list[int]] = []  # the ints are the vocabulary's own objects: 8 bytes per token
         self.ids: list[str] = []
@@ -257,6 +257,13 @@ class KeywordIndex:
         return ok.astype(np.float32)
 
 
+def _bm25s():  # -> the bm25s module
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets itself to DEBUG on import
+    return bm25s
+
+
 _CACHE_VERSION = "1"  # bump when the saved layout or what goes into the index changes
 
 
@@ -286,10 +293,9 @@ class _DocFreqs(Mapping[str, int]):
 def _store_key(store: ChunkStore) -> str:
     """Names what the store holds: its collection (new on a rebuild), every document's fingerprint and
     chunk count, and the tokenizer."""
-    import bm25s
     import Stemmer
 
-    made_by = (f"{_CACHE_VERSION}|{bm25s.__version__}|{Stemmer.version()}|{TOKEN_PATTERN}|{sorted(STOPWORDS)}"
+    made_by = (f"{_CACHE_VERSION}|{_bm25s().__version__}|{Stemmer.version()}|{TOKEN_PATTERN}|{sorted(STOPWORDS)}"
                f"|{store.collection_id}|{store.count()}")
     h = hashlib.sha256(made_by.encode())
     for marker in sorted(store.markers().values(), key=lambda m: m.doc_id):

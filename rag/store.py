@@ -261,17 +261,20 @@ class ChunkStore:
             n = len(chunks)
             markers.append((chunks[0], vectors[0], n))
             bodies.extend((chunks[i], vectors[i], n) for i in range(1, n))
-        for part in (bodies, markers):
-            if part is markers:
-                log.debug("chunks of %d documents written; writing their markers", len(markers))
-            for start in range(0, len(part), _PAGE):
-                page = part[start : start + _PAGE]
-                self._col.upsert(
-                    ids=[c.chunk_id for c, _, _ in page],
-                    embeddings=[list(v) for _, v, _ in page],
-                    documents=[c.text for c, _, _ in page],
-                    metadatas=[_clean_meta({**c.metadata, "n_chunks": n}) for c, _, n in page],
-                )
+        self._upsert(bodies)
+        log.debug("chunks of %d documents written; writing their markers", len(markers))
+        self._upsert(markers)
+
+    def _upsert(self, rows: Sequence[tuple[Chunk, Sequence[float], int]]) -> None:
+        """(chunk, vector, chunks in its document) rows, a page at a time."""
+        for start in range(0, len(rows), _PAGE):
+            page = rows[start : start + _PAGE]
+            self._col.upsert(
+                ids=[c.chunk_id for c, _, _ in page],
+                embeddings=[list(v) for _, v, _ in page],
+                documents=[c.text for c, _, _ in page],
+                metadatas=[_clean_meta({**c.metadata, "n_chunks": n}) for c, _, n in page],
+            )
 
     def delete_all_except(self, doc_ids: Sequence[str]) -> None:
         """Remove chunks of documents no longer in the corpus, including half-written ones."""
