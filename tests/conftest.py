@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -72,13 +72,13 @@ def pipeline(built_data_dir: Path, embedder: Embedder):  # -> QAPipeline
     return QAPipeline.from_settings(settings, index=Index.from_settings(settings, embedder=embedder))
 
 
-def open_pipeline(corpus: Path, data: Path, embedder: Embedder, **overrides: object):  # -> QAPipeline
-    """A pipeline over an existing index, reusing the session's model (no corpus sync)."""
+def open_pipeline(corpus: Path, data: Path, embedder: Embedder, *, sync: bool = False, **overrides: object):  # -> QAPipeline
+    """A pipeline reusing the session's model; over the index as it is, or synced with `corpus` first."""
     from rag.index import Index
     from rag.pipeline import QAPipeline
 
     settings = make_settings(corpus, data, **overrides)
-    return QAPipeline.from_settings(settings, sync=False, index=Index.from_settings(settings, embedder=embedder))
+    return QAPipeline.from_settings(settings, sync=sync, index=Index.from_settings(settings, embedder=embedder))
 
 
 @pytest.fixture
@@ -97,6 +97,40 @@ def openai_pipeline(openai_server, built_data_dir: Path, embedder: Embedder):  #
                          llm_model="fake", openai_api_key="sk-test-key", llm_timeout=3.0)
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on (once this returns)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def chroma_server(tmp_path: Path):  # -> Iterator[ChromaServer]
+    """A real `chroma run` on a free loopback port (tests/fakes/chroma_server.py), stopped at teardown."""
+    from .fakes.chroma_server import ChromaServer
+
+    server = ChromaServer(tmp_path / "chroma-server", free_port(), tmp_path / "chroma.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def qabot_process_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a `qabot` process started by a test: none of the developer's settings."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("QABOT_", "CHROMA_", "DISCORD_"))}
+    full_env.update({"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)})
+    full_env.update(env or {})
+    return full_env
+
+
+def popen_qabot(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """Like run_qabot, but started in the background (the caller bounds its waits and kills it)."""
+    return subprocess.Popen([*QABOT, *args], cwd=REPO, env=qabot_process_env(env), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def run_qabot(
     *args: str,
     env: dict[str, str] | None = None,
@@ -105,13 +139,10 @@ def run_qabot(
     timeout: float = 180,
 ) -> subprocess.CompletedProcess[str]:
     """Run the real `qabot` command in a fresh process, as a user would (bounded in time)."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("QABOT_", "CHROMA_", "DISCORD_"))}
-    full_env.update({"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)})
-    full_env.update(env or {})
     return subprocess.run(
         [*QABOT, *args],
         cwd=cwd or REPO,
-        env=full_env,
+        env=qabot_process_env(env),
         input=input,
         capture_output=True,
         text=True,
@@ -129,7 +160,3 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *
         assert needle in lines[0], lines[0]
 
 
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "data"
-    yield path

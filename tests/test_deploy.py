@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 
@@ -30,19 +29,15 @@ from rag.index import Index
 from rag.settings import SETTINGS_SPEC
 from rag.store import ChunkStore, open_client
 
-from .conftest import REPO, assert_one_line_error, make_settings, run_qabot
-from .test_server_mode import ChromaServer, assert_consistent, popen_qabot, running_chroma
+from .conftest import REPO, assert_one_line_error, make_settings, popen_qabot, qabot_process_env, run_qabot
+from .fakes.chroma_server import ChromaServer
+from .test_server_mode import assert_consistent
 
 DOCKERFILE = REPO / "Dockerfile"
 COMPOSE = REPO / "docker-compose.yml"
 BIN = Path(sys.executable).parent
 NUKIB_Q = "Which Czech agency is organising the Prague 5G security meeting?"
 CPU_INDEX = "--index-url https://download.pytorch.org/whl/cpu"
-
-
-@pytest.fixture
-def chroma_server(tmp_path: Path) -> Iterator[ChromaServer]:
-    yield from running_chroma(tmp_path)
 
 
 def instructions(path: Path = DOCKERFILE) -> list[tuple[str, str]]:
@@ -267,12 +262,14 @@ HOLD_THE_LOCK = (  # a writer that has not created the collection yet
 def _hold_the_index(corpus: Path, data: Path, how: str = HOLD_THE_INDEX) -> subprocess.Popen[str]:
     """A process that holds the writer lock until its stdin closes."""
     code = f"import sys\n{how}print('holding', flush=True)\nsys.stdin.read()\n"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QABOT_", "CHROMA_"))}
-    env.update({"QABOT_CORPUS_DIR": str(corpus), "QABOT_DATA_DIR": str(data), "PYTHONPATH": str(REPO)})
+    env = qabot_process_env({"QABOT_CORPUS_DIR": str(corpus), "QABOT_DATA_DIR": str(data)})
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ready, _, _ = select.select([proc.stdout], [], [], 60)
-    assert ready and proc.stdout.readline().strip() == "holding", proc.stderr.read() if proc.poll() is not None else ""
+    if not (ready and proc.stdout.readline().strip() == "holding"):
+        proc.kill()
+        _, err = proc.communicate(timeout=30)
+        raise AssertionError(f"the lock holder did not start: {err[-2000:]}")
     return proc
 
 
@@ -317,6 +314,7 @@ def test_two_ingests_at_once_leave_one_consistent_index(tmp_path: Path, corpus_c
     finally:
         for proc in procs:
             proc.kill()
+            proc.wait(timeout=30)
     codes = sorted(proc.returncode for proc in procs)
     assert codes in ([0, 0], [0, 3]), outputs  # one may be turned away; nobody crashes
     for proc, (_, err) in zip(procs, outputs):

@@ -14,7 +14,6 @@ import json
 import logging
 import re
 import shutil
-import socket
 import statistics
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
@@ -40,6 +39,8 @@ from tests.fakes.fake_discord import (
     FakeUser,
 )
 from tests.fakes.llm_servers import FakeOpenAI
+
+from .conftest import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -186,12 +187,6 @@ def llm_pipeline(pipeline: Any, base_url: str) -> Any:
         answerer="openai", llm_base_url=base_url, openai_api_key="test", llm_model="fake", llm_timeout=5.0
     )
     return QAPipeline.from_settings(settings, index=pipeline.index, sync=False)
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ----------------------------------------------------------------------------- scenarios
@@ -679,7 +674,7 @@ def test_everyone_in_a_question_or_an_llm_reply_pings_nobody(pipeline: Any, llm_
 
 
 def test_an_llm_backend_that_is_down_yields_the_offline_answer_with_a_notice(pipeline: Any, tmp_path: Path) -> None:
-    down = llm_pipeline(pipeline, f"http://127.0.0.1:{closed_port()}/v1")
+    down = llm_pipeline(pipeline, f"http://127.0.0.1:{free_port()}/v1")
 
     async def scenario() -> None:
         async with FakeDiscord() as fake, connected(fake, down, bot_settings(tmp_path)):

@@ -13,14 +13,10 @@ from rag.pipeline import QAPipeline
 
 from .fakes.fake_discord import FakeDiscord
 from .test_discord_bot import bot_settings, connected, has_buttons, mention, run
-from .test_server_mode import EDITOR_Q, ChromaServer, running_chroma
+from .fakes.chroma_server import ChromaServer
+from .test_server_mode import EDITOR_Q
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture
-def chroma_server(tmp_path: Path):  # noqa: ANN201
-    yield from running_chroma(tmp_path)
 
 
 def test_index_down_then_back(chroma_server: ChromaServer, corpus_copy: Path, tmp_path: Path, embedder: Any) -> None:

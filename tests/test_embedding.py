@@ -17,7 +17,7 @@ from rag.embed import Embedder, default_cache_dir, resolve_model
 from rag.onnx_embed import OnnxRecipe
 from rag.text import split_sentences
 
-from .conftest import CORPUS, REPO, make_settings
+from .conftest import CORPUS, REPO
 
 
 def corpus_sentences(limit: int = 120) -> list[str]:
@@ -119,16 +119,13 @@ def test_answering_never_imports_torch(built_data_dir: Path, embedder: Embedder)
 
 def test_float32_and_int8_sentence_ranking_answer_alike(built_data_dir: Path, embedder: Embedder) -> None:
     from rag.evaluate import evaluate, read_questions
-    from rag.index import Index
-    from rag.pipeline import QAPipeline
 
-    from .conftest import DEV_QUESTIONS, MORE_QUESTIONS
+    from .conftest import DEV_QUESTIONS, MORE_QUESTIONS, open_pipeline
 
     questions = read_questions(DEV_QUESTIONS) + read_questions(MORE_QUESTIONS)
     reports = {}
     for precision in ("float32", "int8"):
-        settings = make_settings(CORPUS, built_data_dir, sentence_precision=precision)
-        pipeline = QAPipeline.from_settings(settings, sync=False, index=Index.from_settings(settings, embedder=embedder))
+        pipeline = open_pipeline(CORPUS, built_data_dir, embedder, sentence_precision=precision)
         assert pipeline.extractive.sentences.embedder.runs_precision == precision
         reports[precision] = evaluate(pipeline, questions)
     for report in reports.values():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,14 +13,9 @@ from rag.embed import resolve_model
 from rag.index import Index
 
 from .conftest import CORPUS, assert_one_line_error, run_qabot
-from .test_server_mode import ChromaServer, running_chroma
+from .fakes.chroma_server import ChromaServer
 
 CHECKS = ["settings", "corpus", "model", "chroma", "index"]
-
-
-@pytest.fixture
-def chroma_server(tmp_path: Path) -> Iterator[ChromaServer]:
-    yield from running_chroma(tmp_path)
 
 
 def _checks(stdout: str) -> dict[str, tuple[str, str]]:
@@ -88,7 +82,7 @@ def test_server_mode_ok_and_server_down(chroma_server: ChromaServer, tmp_path: P
     settings = chroma_server.settings(CORPUS, tmp_path / "data")
     with Index.from_settings(settings, embedder=embedder) as index:
         index.sync()
-    env = {**chroma_server.env, "QABOT_CORPUS_DIR": str(CORPUS), "QABOT_DATA_DIR": str(tmp_path / "data")}
+    env = chroma_server.qabot_env(CORPUS, tmp_path / "data")
     result = run_qabot("health", env=env, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     checks = _checks(result.stdout)

@@ -6,7 +6,6 @@ and that failures never hang or leak a traceback.
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from rag.pipeline import InvalidQuestionError, QAPipeline
 from rag.quotes import verify_quote
 from rag.types import Turn
 
-from .conftest import CORPUS, open_pipeline
+from .conftest import CORPUS, free_port, open_pipeline
 from .fakes.llm_servers import FakeAnthropic, FakeOllama, FakeOpenAI
 
 pytestmark = pytest.mark.timeout(120)
@@ -104,10 +103,7 @@ def test_stalled_llm_times_out_within_bound(openai_server: FakeOpenAI, built_dat
 
 
 def test_unreachable_llm_gives_offline_answer(built_data_dir: Path, embedder) -> None:  # noqa: ANN001
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # nothing listens there once closed
-    pipeline = open_pipeline(CORPUS, built_data_dir, embedder, answerer="openai", llm_base_url=f"http://127.0.0.1:{port}/v1",
+    pipeline = open_pipeline(CORPUS, built_data_dir, embedder, answerer="openai", llm_base_url=f"http://127.0.0.1:{free_port()}/v1",
                          llm_model="fake", llm_timeout=2.0)
     answer = pipeline.ask(QUESTION)
     assert "cannot connect" in answer.notice and "NUKIB" in answer.text

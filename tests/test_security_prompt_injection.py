@@ -138,8 +138,7 @@ def test_indirect_injection_never_reaches_an_answer_unquoted(openai_server: Fake
 
 def test_extractive_answer_about_a_poisoned_article_is_grounded(poisoned: tuple[Path, Path], embedder) -> None:  # noqa: ANN001
     corpus, data = poisoned
-    settings = make_settings(corpus, data)
-    pipeline = QAPipeline.from_settings(settings, sync=False, index=Index.from_settings(settings, embedder=embedder))
+    pipeline = open_pipeline(corpus, data, embedder)
     answer = pipeline.ask("When did Lithuania switch on its first 5G network in Vilnius?")
     assert "Thursday" in answer.text and answer.sources[0].doc_id == "lithuania.txt"
     assert "pwned" not in answer.text.lower()

@@ -7,16 +7,10 @@ bounded: the server's heartbeat, each qabot process, and each request (qabot's o
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from rag import store as store_module
@@ -26,11 +20,11 @@ from rag.pipeline import QAPipeline
 from rag.settings import Settings
 from rag.store import ChunkStore, open_client
 
-from .conftest import CORPUS, QABOT, REPO, assert_one_line_error, make_settings, run_qabot
+from .conftest import CORPUS, assert_one_line_error, free_port, make_settings, popen_qabot, run_qabot
+from .fakes.chroma_server import ChromaServer
 
 pytestmark = pytest.mark.timeout(240)
 
-CHROMA = Path(sys.executable).with_name("chroma")
 EDITOR_Q = "Who is the editor-in-chief of 5Gradar?"
 NUKIB_Q = "Which Czech agency is organising the Prague 5G security meeting?"
 NEW_ARTICLE = """Tallinn picks Kalevtel for its harbour 5G network
@@ -44,99 +38,6 @@ promised that it would use no equipment from Huawei or ZTE, the council said in 
 Construction starts in March and the first cranes will run over the network by the end of the year.
 """
 NEW_Q = "Which operator will build the 5G network for Tallinn's harbour?"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ChromaServer:
-    """`chroma run` on loopback, as a child process we can start, kill, pause and restart."""
-
-    def __init__(self, path: Path, port: int, log: Path) -> None:
-        self.path, self.port, self.log = path, port, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {"CHROMA_HOST": "127.0.0.1", "CHROMA_PORT": str(self.port)}
-
-    def settings(self, corpus: Path, data: Path, **overrides: object) -> Settings:
-        return make_settings(corpus, data, chroma_host="127.0.0.1", chroma_port=self.port, **overrides)
-
-    def start(self, timeout: float = 60) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [str(CHROMA), "run", "--path", str(self.path), "--host", "127.0.0.1", "--port", str(self.port)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-        self.wait_ready(timeout)
-
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"chroma exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/api/v2/heartbeat", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"no Chroma heartbeat within {timeout} s: {self.log.read_text()[-2000:]}")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.resume()
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def pause(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)
-
-
-def running_chroma(tmp_path: Path) -> Iterator[ChromaServer]:
-    """A fixture body: a started server on a free loopback port, stopped at teardown."""
-    server = ChromaServer(tmp_path / "chroma-server", free_port(), tmp_path / "chroma.log")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def chroma_server(tmp_path: Path) -> Iterator[ChromaServer]:
-    yield from running_chroma(tmp_path)
-
-
-def qabot_env(server: ChromaServer, corpus: Path, data: Path) -> dict[str, str]:
-    return {**server.env, "QABOT_CORPUS_DIR": str(corpus), "QABOT_DATA_DIR": str(data)}
-
-
-def popen_qabot(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    """Like conftest.run_qabot, but started in the background."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("QABOT_", "CHROMA_", "DISCORD_"))}
-    full_env.update({"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), **env})
-    return subprocess.Popen([*QABOT, *args], cwd=REPO, env=full_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
 
 
 def server_store(settings: Settings) -> ChunkStore:
@@ -155,7 +56,7 @@ def assert_consistent(store: ChunkStore, corpus: Path) -> int:
 
 
 def test_ingest_reingest_and_ask_through_a_server(chroma_server: ChromaServer, corpus_copy: Path, tmp_path: Path) -> None:
-    env = qabot_env(chroma_server, corpus_copy, tmp_path / "data")
+    env = chroma_server.qabot_env(corpus_copy, tmp_path / "data")
     first = run_qabot("ingest", "--json", env=env)
     assert first.returncode == 0, first.stderr
     built = json.loads(first.stdout)
@@ -208,7 +109,7 @@ def test_one_process_ingests_while_another_answers(chroma_server: ChromaServer, 
         index.sync()
     for i in range(25):
         (corpus_copy / f"7{i:02d}_town.txt").write_text(_filler_article(i), encoding="utf-8")
-    env = qabot_env(chroma_server, corpus_copy, tmp_path / "data")
+    env = chroma_server.qabot_env(corpus_copy, tmp_path / "data")
 
     started = time.monotonic()
     ingest = popen_qabot("ingest", "--json", env=env)
@@ -219,6 +120,7 @@ def test_one_process_ingests_while_another_answers(chroma_server: ChromaServer, 
     finally:
         for proc in (ingest, ask):
             proc.kill()
+            proc.wait(timeout=30)
     assert ask.returncode == 0, asked_err
     assert ingest.returncode == 0, ingest_err
     assert "Traceback" not in asked_err + ingest_err
@@ -274,7 +176,7 @@ def test_server_lost_mid_run_gives_a_clear_error_then_recovers(chroma_server: Ch
         pipeline.ask(EDITOR_Q)
     assert time.monotonic() - started < 10
     assert "\n" not in str(lost.value) and "start it again" in str(lost.value)
-    assert_one_line_error(run_qabot("ask", EDITOR_Q, env=qabot_env(chroma_server, corpus_copy, tmp_path / "data")),
+    assert_one_line_error(run_qabot("ask", EDITOR_Q, env=chroma_server.qabot_env(corpus_copy, tmp_path / "data")),
                           3, "cannot reach the Chroma server")
 
     chroma_server.start()  # same port, same data
