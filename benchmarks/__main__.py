@@ -23,7 +23,7 @@ from typing import Any
 from . import synth
 from .common import (
     CORPUS, DEV_QUESTIONS, MORE_QUESTIONS, PYTHON, QABOT, REPO, WORK, fmt, fresh_dir, machine, median, percentile,
-    plain_env, qabot_env, read_questions, run, table,
+    plain_env, qabot_env, read_questions, run, run_ingest, table,
 )
 from .serve import serve
 
@@ -44,10 +44,7 @@ def _checked(result, what: str):  # noqa: ANN001, ANN202
 
 # -- pieces -----------------------------------------------------------------------------------------
 def qabot_ingest(corpus: Path, data: Path, **env: str) -> dict[str, Any]:
-    res = _checked(run([*QABOT, "ingest", "--json"], env=qabot_env(corpus, data, **env)), "qabot ingest")
-    report = json.loads(res.stdout)
-    return {"wall_s": res.seconds, "cpu_s": res.cpu_s, "sync_s": report["seconds"], "chunks": report["chunks"],
-            "documents": report["documents"], "embedded": report["embedded"], "peak_rss_mb": res.peak_rss_mb}
+    return run_ingest(qabot_env(corpus, data, **env))
 
 
 def baseline_build(corpus: Path, data: Path) -> dict[str, Any]:

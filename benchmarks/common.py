@@ -6,7 +6,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -58,19 +57,19 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100), as rag.evaluate computes it."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
-
-
 def read_questions(*paths: Path) -> list[dict[str, Any]]:
     rows = []
     for path in paths:
         rows.extend(json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
     return rows
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100), as rag.evaluate computes it, but NaN (shown "-") for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
 def plain_env() -> dict[str, str]:
@@ -84,11 +83,8 @@ def plain_env() -> dict[str, str]:
 
 def qabot_env(corpus: Path, data: Path, **extra: str) -> dict[str, str]:
     """The environment of a user who points qabot at `corpus` and `data` (nothing else leaks in)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QABOT_", "CHROMA_", "DISCORD_"))}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)  # a user's Python caches bytecode; cold starts should too
-    env.update({"QABOT_CORPUS_DIR": str(corpus), "QABOT_DATA_DIR": str(data), "HF_HUB_OFFLINE": "1",
-                "ANONYMIZED_TELEMETRY": "False", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)})
-    env.update(extra)
+    env = {k: v for k, v in plain_env().items() if not k.startswith(("QABOT_", "CHROMA_", "DISCORD_"))}
+    env.update({"QABOT_CORPUS_DIR": str(corpus), "QABOT_DATA_DIR": str(data), **extra})
     return env
 
 
@@ -104,14 +100,12 @@ class Run:
     cpu_s: float = 0.0  # user + system CPU time of the process: robust to a busy machine
 
 
-def run(cmd: Sequence[str], env: dict[str, str] | None = None, input: str | None = None,
-                 timeout: float = 7200, cwd: Path | None = None) -> Run:
+def run(cmd: Sequence[str], env: dict[str, str] | None = None, timeout: float = 7200) -> Run:
     """Run `cmd` to completion: its output, wall time and own peak RSS (reaped with wait4, Linux)."""
     import threading
 
-    stdin = subprocess.PIPE if input is not None else subprocess.DEVNULL
     started = time.perf_counter()
-    proc = subprocess.Popen(list(cmd), env=env, cwd=cwd or REPO, stdin=stdin, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(list(cmd), env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     chunks: dict[str, list[str]] = {"out": [], "err": []}
 
@@ -123,10 +117,6 @@ def run(cmd: Sequence[str], env: dict[str, str] | None = None, input: str | None
                threading.Thread(target=pump, args=(proc.stderr, "err"), daemon=True)]
     for t in threads:
         t.start()
-    if input is not None:
-        assert proc.stdin is not None
-        proc.stdin.write(input)
-        proc.stdin.close()
     deadline = time.monotonic() + timeout
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -144,8 +134,14 @@ def run(cmd: Sequence[str], env: dict[str, str] | None = None, input: str | None
                usage.ru_utime + usage.ru_stime)
 
 
-def self_peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def run_ingest(env: dict[str, str], timeout: float = 7200) -> dict[str, Any]:
+    """`qabot ingest --json` in a new process (exit 1, files skipped, is fine): times, memory and its report."""
+    res = run([*QABOT, "ingest", "--json"], env=env, timeout=timeout)
+    if res.returncode not in (0, 1):
+        raise RuntimeError(f"qabot ingest failed ({res.returncode}): {res.stderr[-3000:]}")
+    report = json.loads(res.stdout)
+    return {"wall_s": res.seconds, "cpu_s": res.cpu_s, "sync_s": report["seconds"], "chunks": report["chunks"],
+            "documents": report["documents"], "embedded": report["embedded"], "peak_rss_mb": res.peak_rss_mb}
 
 
 def dir_size_mb(path: Path) -> float:

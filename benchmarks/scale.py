@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import synth
-from .common import DEV_QUESTIONS, MORE_QUESTIONS, QABOT, WORK, dir_size_mb, machine, qabot_env, read_questions, run
+from .common import DEV_QUESTIONS, MORE_QUESTIONS, WORK, dir_size_mb, machine, qabot_env, read_questions, run_ingest
 from .serve import hit_and_mrr, serve
 
 CHUNKS_PER_DOC = 4.37  # measured on the generator's output with the default chunking (200/40 wordpieces)
@@ -31,12 +31,7 @@ def docs_for_chunks(chunks: int) -> int:
 
 
 def ingest(env: dict[str, str]) -> dict[str, Any]:
-    result = run([*QABOT, "ingest", "--json"], env=env, timeout=6 * 3600)
-    if result.returncode not in (0, 1):
-        raise RuntimeError(f"qabot ingest failed ({result.returncode}): {result.stderr[-2000:]}")
-    report = json.loads(result.stdout)
-    return {"wall_s": result.seconds, "peak_rss_mb": result.peak_rss_mb, "documents": report["documents"],
-            "chunks": report["chunks"], "embedded": report["embedded"], "sync_s": report["seconds"]}
+    return run_ingest(env, timeout=6 * 3600)
 
 
 def fast_fill(corpus: Path, data: Path, tokens: int) -> dict[str, Any]:

@@ -9,7 +9,6 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .common import QABOT, REPO, percentile
@@ -98,8 +97,3 @@ def hit_and_mrr(answers: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]
         rr += 1 / ranks[0] if ranks else 0.0
     return (hits / n, rr / n) if n else (float("nan"), float("nan"))
 
-
-def questions_file(rows: Sequence[dict[str, Any]]) -> Path:
-    path = Path(tempfile.mkstemp(suffix=".txt")[1])
-    path.write_text("".join(r["question"] + "\n" for r in rows), encoding="utf-8")
-    return path

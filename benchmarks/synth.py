@@ -20,8 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-CORPUS = REPO / "corpus"
+from .common import CORPUS
 
 _SYLLABLES = [c + v for c in "bcdfghklmnprstvz" for v in ("a", "e", "i", "o", "u", "ai", "ou")]
 _WORD = re.compile(r"\S+")
@@ -112,7 +111,7 @@ class Generator:
         return sentence if sentence.endswith((".", "!", "?")) else sentence + "."
 
 
-def write_corpus(out: Path, n_docs: int, *, seed: int = 2019, with_real: bool = True, keep_existing: bool = False) -> int:
+def write_corpus(out: Path, n_docs: int, *, seed: int = 2019, keep_existing: bool = False) -> int:
     """Write `n_docs` synthetic articles (plus the real ones) under `out`; returns the file count.
 
     With `keep_existing`, articles already there are left alone (they are the same bytes), so a
@@ -121,9 +120,8 @@ def write_corpus(out: Path, n_docs: int, *, seed: int = 2019, with_real: bool = 
     if out.exists() and not keep_existing:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    if with_real:
-        for path in sorted(CORPUS.glob("*.txt")):
-            shutil.copy(path, out / path.name)
+    for path in sorted(CORPUS.glob("*.txt")):
+        shutil.copy(path, out / path.name)
     gen = Generator(read_source(), seed)
     for i in range(n_docs):
         name, text = gen.article(i)
@@ -132,7 +130,7 @@ def write_corpus(out: Path, n_docs: int, *, seed: int = 2019, with_real: bool = 
             continue
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(text, encoding="utf-8")
-    return n_docs + (len(list(CORPUS.glob("*.txt"))) if with_real else 0)
+    return n_docs + len(list(CORPUS.glob("*.txt")))
 
 
 def synthetic_questions(n: int, seed: int = 2019) -> list[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.embed import Embedder, default_cache_dir, resolve_model
+from rag.embed import Embedder, default_cache_dir
 from rag.onnx_embed import OnnxRecipe
 from rag.text import split_sentences
 

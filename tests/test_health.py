@@ -7,8 +7,6 @@ import shutil
 import time
 from pathlib import Path
 
-import pytest
-
 from rag.embed import resolve_model
 from rag.index import Index
 

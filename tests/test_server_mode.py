@@ -20,7 +20,7 @@ from rag.pipeline import QAPipeline
 from rag.settings import Settings
 from rag.store import ChunkStore, open_client
 
-from .conftest import CORPUS, assert_one_line_error, free_port, make_settings, popen_qabot, run_qabot
+from .conftest import CORPUS, assert_one_line_error, free_port, popen_qabot, run_qabot
 from .fakes.chroma_server import ChromaServer
 
 pytestmark = pytest.mark.timeout(240)
