@@ -44,6 +44,9 @@ class Answer:
     notice: str = ""  # shown to the user, e.g. "the LLM timed out; this is the offline answer"
     timings_ms: dict[str, float] = field(default_factory=dict)
     retrieved: tuple[str, ...] = ()  # doc_ids in retrieval rank order (for evaluation, not shown)
+    #: How well the articles cover the question, 0..1 (see rag/answer/evidence.py); a question is
+    #: refused when this is under QABOT_MIN_EVIDENCE. Kept on refused answers too, for `qabot eval`.
+    evidence: float = 1.0
 
     def to_json(self) -> dict[str, Any]:
         """The public JSON contract of `qabot ask --json` (documented in the README)."""
