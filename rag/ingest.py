@@ -24,6 +24,7 @@ from .clean import CLEANER_VERSION, CleanDocument, clean_text
 from .embed import Embedder
 from .errors import QabotError
 from .load import LoadedDocument, SkippedFile, load_corpus
+from .nlp import ANNOTATION_VERSION, META_KEY, annotate
 from .settings import Settings
 from .store import ChunkStore
 
@@ -66,7 +67,8 @@ class IngestReport:
 
 def fingerprint(content_hash: str, settings: Settings, model_id: str) -> str:
     """What a document's chunks were built from; any change means re-chunk and re-embed."""
-    recipe = f"{content_hash}|cleaner={CLEANER_VERSION}|{settings.chunk_size}/{settings.chunk_overlap}|{model_id}"
+    recipe = (f"{content_hash}|cleaner={CLEANER_VERSION}|nlp={ANNOTATION_VERSION}|{settings.chunk_size}/"
+              f"{settings.chunk_overlap}|{model_id}")
     return hashlib.sha256(recipe.encode()).hexdigest()[:32]
 
 
@@ -153,7 +155,12 @@ def _index_documents(
     def chunked() -> Iterator[tuple[LoadedDocument, list[Chunk]]]:
         chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
         for doc, cleaned in documents:
-            yield doc, chunker.chunk(cleaned, doc.doc_id, fingerprint(doc.content_hash, settings, model_id))
+            chunks = chunker.chunk(cleaned, doc.doc_id, fingerprint(doc.content_hash, settings, model_id))
+            # Parsed here, on the chunking thread, while the embedding model runs on the other core.
+            langs = [str(c.metadata.get("lang", "en") or "en") for c in chunks]
+            for chunk, annotation in zip(chunks, annotate([c.text for c in chunks], langs)):
+                chunk.metadata[META_KEY] = annotation.to_json()
+            yield doc, chunks
 
     def write(group: list[tuple[LoadedDocument, list[Chunk]]], vectors: list[list[float]]) -> None:
         offset, batch = 0, []

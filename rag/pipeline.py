@@ -21,7 +21,7 @@ from .errors import QabotError
 from .index import Index
 from .ingest import IngestReport
 from .load import normalize_text
-from .retrieve import DenseRetriever, Filters, Hit, HybridRetriever, KeywordIndex, keyword_coverage
+from .retrieve import DenseRetriever, Filters, Hit, HybridRetriever, KeywordIndex
 from .settings import Settings
 from .types import Answer, Turn
 
@@ -30,9 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: How far above QABOT_MIN_DENSE_SCORE the best chunk must be for dense similarity alone to count as
-#: evidence (paraphrases share few words with the article): 0.25 + 0.35 = 0.60 with the defaults.
-DENSE_ALONE_MARGIN = 0.35
+#: Chunks read from the start of an article to quote its lead ("summarise the article about…").
+SUMMARY_CHUNKS = 2
 
 REFUSAL = "The articles I have do not cover that, so I won't guess. Try asking about what they report."
 
@@ -110,14 +109,17 @@ class QAPipeline:
             keyword = self._keyword
             hits = self._retriever.retrieve(query, self.settings.top_k, filters, embedding=vector)
         retrieved = time.perf_counter()
-        if self.settings.refuse and not self.has_evidence(standalone, hits, keyword, previous):
-            answer = Answer(question, REFUSAL, refused=True, backend=self.backend_name())
+        evidence = self.extractive.evidence(standalone, hits, keyword, vector, query=query)
+        if self.settings.refuse and evidence.score < self.settings.min_evidence:
+            answer = Answer(question, REFUSAL, refused=True, backend=self.backend_name(), evidence=evidence.score)
         elif self.llm is not None:
             answer = self.llm.answer(question, standalone, hits, history, keyword, vector, self.extractive)
         else:
-            answer = self.extractive.answer(standalone, hits, keyword, vector, context_question=previous)
+            sides = [self._side_evidence(side, standalone, filters, keyword) for side in evidence.question.sides]
+            answer = self.extractive.answer(standalone, hits, keyword, vector, evidence=evidence,
+                                            lead_of=self._document_start, side_evidence=sides)
             if answer.refused:
-                answer = Answer(question, REFUSAL, refused=True, backend=self.extractive.name)
+                answer = Answer(question, REFUSAL, refused=True, backend=self.extractive.name, evidence=answer.evidence)
         done = time.perf_counter()
         return Answer(
             question=question,
@@ -132,23 +134,20 @@ class QAPipeline:
                 "total": (done - started) * 1000,
             },
             retrieved=tuple(dict.fromkeys(h.doc_id for h in hits)),
+            evidence=evidence.score,
         )
 
-    def has_evidence(self, question: str, hits: Sequence[Hit], keyword: KeywordIndex, previous: str = "") -> bool:
-        """Whether the retrieved chunks plausibly answer the question.
+    def _side_evidence(self, side: str, question: str, filters: Filters, keyword: KeywordIndex):  # -> Evidence
+        """The evidence for one side of a comparison: the question asked about that side alone."""
+        vector = self.index.embedder.embed_query(f"{side} {question}")
+        with self._lock:
+            hits = self._retriever.retrieve(side, self.settings.top_k, filters, embedding=vector)
+        return self.extractive.evidence(question, hits, keyword, vector, query=side)
 
-        Two independent signals must agree: the best dense similarity must clear a floor,
-        and the retrieved text must contain most of the question's rare-word weight — or,
-        for paraphrases, dense similarity must be high on its own.
-        """
-        if not hits:
-            return False
-        dense = max(h.dense for h in hits)
-        coverage = keyword_coverage(f"{previous} {question}" if previous else question, hits, keyword)
-        s = self.settings
-        if dense < s.min_dense_score:
-            return False
-        return coverage >= s.min_keyword_coverage or dense >= s.min_dense_score + DENSE_ALONE_MARGIN
+    def _document_start(self, doc_id: str) -> list[Hit]:
+        """The first chunks of an article, as hits (its lead, for summaries)."""
+        ids = [f"{doc_id}#{i}" for i in range(SUMMARY_CHUNKS)]
+        return [Hit(c.chunk_id, c.text, c.metadata) for c in self.index.store.get(ids)]
 
     def documents(self) -> list[DocInfo]:
         """The indexed documents, by doc_id."""

@@ -60,10 +60,9 @@ SETTINGS_SPEC: tuple[Var, ...] = (
         "the index is always float32)."),
     Var("QABOT_ANSWERER", "answerer", "extractive", "extractive (offline), openai, ollama or anthropic."),
     Var("QABOT_REFUSE", "refuse", "true", "Refuse questions the corpus does not cover.", "bool"),
-    Var("QABOT_MIN_KEYWORD_COVERAGE", "min_keyword_coverage", "0.5",
-        "Share of a question's rare-word weight that retrieved text must contain, else refuse.", "float"),
-    Var("QABOT_MIN_DENSE_SCORE", "min_dense_score", "0.25",
-        "Lowest cosine similarity of the best chunk for a question to count as covered.", "float"),
+    Var("QABOT_MIN_EVIDENCE", "min_evidence", "0.35",
+        "Refuse when the best evidence sentence covers the question less than this (0..1: its share of the "
+        "question's rare words, names and numbers required; see README).", "float"),
     Var("QABOT_MAX_QUESTION_CHARS", "max_question_chars", "2000", "Longer questions are refused.", "int"),
     Var("QABOT_LLM_MODEL", "llm_model", "", "Model name for the LLM answerer (e.g. gpt-4o-mini, llama3.1)."),
     Var("QABOT_LLM_BASE_URL", "llm_base_url", "",
@@ -133,8 +132,7 @@ class Settings:
     sentence_precision: str = "int8"
     answerer: str = "extractive"
     refuse: bool = True
-    min_keyword_coverage: float = 0.5
-    min_dense_score: float = 0.25
+    min_evidence: float = 0.35
     max_question_chars: int = 2000
     llm_model: str = ""
     llm_base_url: str = ""
@@ -183,6 +181,8 @@ def validate(s: Settings) -> Settings:
         raise bad("QABOT_TOP_K", f"{s.top_k} is outside 1..50")
     if s.embed_batch_size < 1:
         raise bad("QABOT_EMBED_BATCH_SIZE", "must be at least 1")
+    if not 0.0 <= s.min_evidence <= 1.0:
+        raise bad("QABOT_MIN_EVIDENCE", f"{s.min_evidence} is outside 0..1")
     if s.max_file_mb <= 0:
         raise bad("QABOT_MAX_FILE_MB", "must be positive")
     if s.max_question_chars < 1:
