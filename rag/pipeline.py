@@ -110,12 +110,14 @@ class QAPipeline:
             hits = self._retriever.retrieve(query, self.settings.top_k, filters, embedding=vector)
         retrieved = time.perf_counter()
         evidence = self.extractive.evidence(standalone, hits, keyword, vector, query=query)
+        sides = [self._side_evidence(side, standalone, filters, keyword) for side in evidence.question.sides]
+        if sides:  # a comparison is covered when each side is
+            evidence.score = min(side.score for side in sides)
         if self.settings.refuse and evidence.score < self.settings.min_evidence:
             answer = Answer(question, REFUSAL, refused=True, backend=self.backend_name(), evidence=evidence.score)
         elif self.llm is not None:
             answer = self.llm.answer(question, standalone, hits, history, keyword, vector, self.extractive)
         else:
-            sides = [self._side_evidence(side, standalone, filters, keyword) for side in evidence.question.sides]
             answer = self.extractive.answer(standalone, hits, keyword, vector, evidence=evidence,
                                             lead_of=self._document_start, side_evidence=sides)
             if answer.refused:

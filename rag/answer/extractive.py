@@ -33,7 +33,7 @@ CONFIDENT_MARGIN = 0.3
 SHORT_SENTENCE_WORDS = 22
 FRAGMENT_WORDS = 15
 #: Supporting sentences: the best one, plus others within this score of it (not redundant).
-MAX_SUPPORT = 2  # besides the sentence right after the best one, when it goes on about the question
+MAX_SUPPORT = 3  # besides the sentence right after the best one, when it goes on about the question
 RELATIVE_CUTOFF = 0.3
 #: A list question gathers at most this many items from different articles.
 MAX_LIST_ITEMS = 5
@@ -276,10 +276,10 @@ def _description(target: str, s: SentenceEvidence) -> str:
             return text[c.start : c.end]
         if gap.strip() in ("is", "was", "is a", "was a", "is the", "was the") and c.start > after:
             return text[c.start : c.end]
-    # a title in front of the name: "U.S. Vice President Mike Pence"
-    wider = [c for c in s.candidates if c.start < where and c.end >= after]
-    if wider:
-        widest = max(wider, key=lambda c: c.end - c.start)
+    # a title in front of the name: "U.S. Vice President Mike Pence", "Czech cybersecurity agency NUKIB"
+    titled = [c for c in s.candidates if c.start < where and c.end == after and "," not in text[c.start : c.end]]
+    if titled:
+        widest = max(titled, key=lambda c: c.end - c.start)
         if len(text[widest.start : widest.end].split()) <= 12:
             return text[widest.start : widest.end]
     return ""
