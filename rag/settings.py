@@ -60,7 +60,7 @@ SETTINGS_SPEC: tuple[Var, ...] = (
         "the index is always float32)."),
     Var("QABOT_ANSWERER", "answerer", "extractive", "extractive (offline), openai, ollama or anthropic."),
     Var("QABOT_REFUSE", "refuse", "true", "Refuse questions the corpus does not cover.", "bool"),
-    Var("QABOT_MIN_EVIDENCE", "min_evidence", "0.35",
+    Var("QABOT_MIN_EVIDENCE", "min_evidence", "0.25",
         "Refuse when the best evidence sentence covers the question less than this (0..1: its share of the "
         "question's rare words, names and numbers required; see README).", "float"),
     Var("QABOT_MAX_QUESTION_CHARS", "max_question_chars", "2000", "Longer questions are refused.", "int"),
@@ -132,7 +132,7 @@ class Settings:
     sentence_precision: str = "int8"
     answerer: str = "extractive"
     refuse: bool = True
-    min_evidence: float = 0.35
+    min_evidence: float = 0.25
     max_question_chars: int = 2000
     llm_model: str = ""
     llm_base_url: str = ""

@@ -48,7 +48,7 @@ DENSE_OFFSET = 0.2
 #: coverage counts UNRELATED_FACTOR as much. Measured on the dev sets: the sentences that answer
 #: have cosines from ~0.2 up (median ~0.55); the off-topic matches 0.05-0.2.
 UNRELATED_DENSE = 0.2
-UNRELATED_FACTOR = 0.5
+UNRELATED_FACTOR = 0.4
 #: Each name or number of the question that the evidence does not mention halves the evidence.
 MISSING_KEY_FACTOR = 0.25
 #: A negated question answered by a sentence without any negation: the same words, the opposite
