@@ -35,8 +35,10 @@ FRAGMENT_WORDS = 15
 #: Supporting sentences: the best one, plus others within this score of it (not redundant).
 MAX_SUPPORT = 3  # besides the sentence right after the best one, when it goes on about the question
 RELATIVE_CUTOFF = 0.3
-#: A list question gathers at most this many items from different articles.
+#: A list question gathers at most this many items, from sentences within LIST_CUTOFF of the best
+#: (wider than for one answer: the items of a list stand in sentences that rank lower).
 MAX_LIST_ITEMS = 5
+LIST_CUTOFF = 0.5
 #: "summarise the article…" quotes this many sentences of the article's start.
 SUMMARY_SENTENCES = 3
 
@@ -126,7 +128,7 @@ class ExtractiveAnswerer:
         best = ev.best
         assert best is not None
         for s in ev.sentences:
-            if s.score < best.score - RELATIVE_CUTOFF or len(items) >= MAX_LIST_ITEMS:
+            if s.score < best.score - LIST_CUTOFF or len(items) >= MAX_LIST_ITEMS:
                 break
             typed = [sp for sp in s.typed_spans if sp.score >= 0]
             if not typed:
@@ -139,7 +141,9 @@ class ExtractiveAnswerer:
             items.append(_Part(span.text, s))
         if not items:
             return self._single(ev)
-        return items, [p.sentence for p in items]
+        support = [p.sentence for p in items]
+        more = _next_sentence(ev, best) + _more_support(ev)
+        return items, support + [s for s in more if all(s is not x for x in support)]
 
     def _comparison(self, sides: Sequence[Evidence]) -> list[_Part]:
         """One sentence per side, each cited: the reader compares what the articles say."""
