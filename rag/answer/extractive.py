@@ -169,14 +169,21 @@ class ExtractiveAnswerer:
     # -- composing ----------------------------------------------------------------------------------
     def _compose(self, question: str, parts: list[_Part], support: list[SentenceEvidence], score: float) -> Answer:
         numbers: dict[str, int] = {}
-        quotes: dict[str, list[tuple[int, str]]] = {}
+        quotes: dict[str, list[tuple[int, int, str]]] = {}  # per article: (start, end, text), in order
         by_doc: dict[str, SentenceEvidence] = {}
 
-        def cite(s: SentenceEvidence, quote: str) -> int:
+        def cite(s: SentenceEvidence, quote: tuple[int, str]) -> int:
             n = numbers.setdefault(s.doc_id, len(numbers) + 1)
             by_doc.setdefault(s.doc_id, s)
-            if all(quote != q for _, q in quotes.get(s.doc_id, [])):
-                quotes.setdefault(s.doc_id, []).append((s.offset, quote))
+            start, text = quote
+            end = s.offset + len(s.text)
+            kept = quotes.setdefault(s.doc_id, [])
+            # Quotes of one article are shown in article order and must verify in that order: of two
+            # that overlap (a sentence, and the same sentence quoted with the one before it) the
+            # longer one stays.
+            overlapping = [q for q in kept if q[0] < end and start < q[1]]
+            if all(q[1] - q[0] < end - start for q in overlapping):
+                kept[:] = [q for q in kept if q not in overlapping] + [(start, end, text)]
             return n
 
         lead_texts = []
@@ -191,7 +198,7 @@ class ExtractiveAnswerer:
                 continue
             quote = _with_context(s)
             n = cite(s, quote)
-            lines.append(f"“{quote}” [{n}]")
+            lines.append(f"“{quote[1]}” [{n}]")
         sources = tuple(
             Source(
                 n=n,
@@ -199,7 +206,7 @@ class ExtractiveAnswerer:
                 title=str(by_doc[doc].hit.metadata.get("title", "")),
                 date=str(by_doc[doc].hit.metadata.get("date", "")),
                 url=str(by_doc[doc].hit.metadata.get("url", "")),
-                quote=" … ".join(text for _, text in sorted(quotes[doc])),
+                quote=" … ".join(text for _, _, text in sorted(quotes[doc])),
                 score=round(by_doc[doc].hit.dense, 4),
                 chunk_id=by_doc[doc].hit.chunk_id,
             )
@@ -334,24 +341,27 @@ def _redundant(a: SentenceEvidence, b: SentenceEvidence) -> bool:
     return bool(ta and tb) and len(ta & tb) / len(ta | tb) > 0.6
 
 
-def _with_context(s: SentenceEvidence) -> str:
+def _with_context(s: SentenceEvidence) -> tuple[int, str]:
     """Give a sentence the subject it leans on: "He said…" quoted after the sentence naming him.
 
-    The added text is the sentence before it in the same chunk, joined with " … " unless the two
-    are adjacent, so the quote still verifies fragment by fragment.
+    Returns where the quote starts in the article and the quote. The added text is the sentence
+    before it in the same chunk (or the byline naming the author), joined with " … " unless the
+    two are adjacent, so the quote still verifies fragment by fragment.
     """
     author = str(s.hit.metadata.get("author", ""))
     text = s.hit.text
+    chunk_start = int(s.hit.metadata.get("start", 0))
     first_word = s.text.split()[0].strip("“\"'") if s.text.split() else ""
     if author and first_word == author.split()[0] and author not in s.text:
-        before = text[: s.start]
-        if author in before:
-            return f"{author} … {s.text}"
+        at = text.rfind(author, 0, s.start)
+        if at >= 0:
+            return chunk_start + at, f"{author} … {s.text}"
     if _PRONOUN_START.match(s.text) and s.position > 0:
         before = text[: s.start].rstrip()
         cut = max(before.rfind(". "), before.rfind("\n"))
         previous = before[cut + 1 :].strip() if cut >= 0 else before.strip()
         if len(previous.split()) >= 3:
-            joined = text[text.rfind(previous, 0, s.start) : s.end] if previous else ""
-            return joined if joined and "\n\n" not in joined else f"{previous} … {s.text}"
-    return s.text
+            at = text.rfind(previous, 0, s.start)
+            joined = text[at : s.end]
+            return chunk_start + at, joined if "\n\n" not in joined else f"{previous} … {s.text}"
+    return s.offset, s.text
