@@ -24,7 +24,7 @@ from typing import Any
 from .text import split_sentences
 
 #: Bump when what `annotate` stores changes: documents are then re-chunked at the next sync.
-ANNOTATION_VERSION = "2"
+ANNOTATION_VERSION = "3"
 #: Metadata key of the stored annotation.
 META_KEY = "nlp"
 
@@ -175,6 +175,14 @@ def _from_doc(doc: Any) -> Annotation:
             first, last = max(subtree[0].i, sent.start), min(subtree[-1].i + 1, sent.end)
             if (first, last) != (chunk.start, chunk.end) and last - first <= MAX_PHRASE_TOKENS:
                 add(doc[first:last], "", k)
+    # One sense per discourse: a phrase the NER labelled somewhere in the chunk ("Estonia" as GPE in
+    # the headline) has that label where the NER missed it ("Estonia signed…" at a sentence start).
+    labels = {doc.text[c.start : c.end]: c.label for c in candidates if c.label}
+    candidates = [
+        c if c.label or doc.text[c.start : c.end] not in labels
+        else Candidate(c.start, c.end, labels[doc.text[c.start : c.end]], c.sentence, c.lemmas, c.root)
+        for c in candidates
+    ]
     return Annotation(tuple(sentences), tuple(candidates))
 
 

@@ -282,6 +282,11 @@ def _description(target: str, s: SentenceEvidence) -> str:
         target = last
     after = where + len(target)
     for c in sorted(s.candidates, key=lambda c: (c.start, -(c.end - c.start))):
+        # "The regional governor, Tomas Ibarra, said…": the description stands before the name
+        if c.end <= where and text[c.end : where].strip() in (",", "(") and c.start >= s.start:
+            before = text[c.start : c.end]
+            if not any(x.start < c.start and x.end == c.end for x in s.candidates) and len(before.split()) <= 12:
+                return before
         gap = text[after : c.start]
         if c.start >= after and gap.strip() in (",", "(", "—", "–", "-", ", the", ", a") and c.end > c.start:
             return text[c.start : c.end]
