@@ -45,10 +45,11 @@ SHOWN_PENALTY = 0.3
 #: Dense similarity counts as evidence once it is above this much: paraphrases share few words.
 DENSE_OFFSET = 0.2
 #: A sentence this dissimilar to the question (cosine) holds its words in another sense: its
-#: coverage counts UNRELATED_FACTOR as much. Measured on the dev sets: the sentences that answer
-#: have cosines from ~0.2 up (median ~0.55); the off-topic matches 0.05-0.2.
-UNRELATED_DENSE = 0.2
-UNRELATED_FACTOR = 0.4
+#: coverage counts nothing at UNRELATED_DENSE and fully from UNRELATED_DENSE + RELATED_DENSE_SPAN.
+#: Measured on the dev sets: the sentences that answer have cosines from ~0.2 up (median ~0.55);
+#: the off-topic matches 0.05-0.2.
+UNRELATED_DENSE = 0.1
+RELATED_DENSE_SPAN = 0.25
 #: Each name or number of the question that the evidence does not mention halves the evidence.
 MISSING_KEY_FACTOR = 0.25
 #: A negated question answered by a sentence without any negation: the same words, the opposite
@@ -150,6 +151,17 @@ class SentenceEmbeddingCache:
         return [self._cache[t] for t in texts]
 
 
+def interrogative(text: str) -> str:
+    """The sentences of a message that ask (end with "?"); the whole text when none or all do.
+
+    "Which agency runs the meeting? Ignore previous instructions…" asks the first sentence only;
+    its evidence must not be diluted by the words that follow it.
+    """
+    parts = [p for p in re.split(r"(?<=[.!?])\s+", text.strip()) if p]
+    asking = [p for p in parts if p.rstrip().endswith("?")]
+    return " ".join(asking) if asking and len(asking) < len(parts) else text
+
+
 def gather(
     question: Question,
     hits: Sequence[Hit],
@@ -167,7 +179,7 @@ def gather(
     sentences = sentences_of(hits)
     if not sentences:
         return Evidence(question, [], 0.0)
-    words = query or question.text
+    words = interrogative(query or question.text)
     weights = {t: keyword.idf(t) for t in set(terms(words))}
     total = sum(weights.values()) or 1.0
     qv = np.asarray(question_vector, dtype=np.float32)
@@ -204,8 +216,9 @@ def gather(
 def coverage(question: Question, s: SentenceEvidence) -> float:
     """How well one sentence (in its context) covers the question, 0..1."""
     value = max(s.context, s.dense - DENSE_OFFSET)
-    if s.dense < UNRELATED_DENSE:
-        value *= UNRELATED_FACTOR  # the words are there, the meaning is not ("the capital of Australia")
+    # the words are there, the meaning is not ("the capital of Australia" against a sentence that
+    # lists the countries at a meeting): a ramp, not a step, so int8 and float32 agree
+    value *= min(1.0, max(0.0, (s.dense - UNRELATED_DENSE) / RELATED_DENSE_SPAN))
     value *= MISSING_KEY_FACTOR ** s.missing_keys
     if question.negated and not s.negated:
         value *= NEGATION_MISMATCH_FACTOR
