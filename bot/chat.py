@@ -7,6 +7,7 @@ import threading
 
 from rich.console import Console
 
+from rag.conversation import CONVERSATION_TURNS
 from rag.errors import QabotError
 from rag.pipeline import QAPipeline
 from rag.types import Answer, Turn
@@ -22,7 +23,7 @@ HELP = """Ask a question about the articles, or type a command:
 PROMPT = "you> "
 
 
-def run_chat(pipeline: QAPipeline, console: Console, history_size: int = 6) -> None:
+def run_chat(pipeline: QAPipeline, console: Console, history_size: int = CONVERSATION_TURNS) -> None:
     """Loop until /quit or end of input; Ctrl-C abandons the current question, not the chat."""
     try:
         import readline  # noqa: F401  (arrow keys and history for input())
@@ -76,5 +77,5 @@ def run_chat(pipeline: QAPipeline, console: Console, history_size: int = 6) -> N
             continue
         print_answer(console, answer)
         last = answer
-        if not answer.refused:
-            history = (history + [Turn(text, answer.text)])[-history_size:]
+        # Refused turns are kept too: a new topic the articles do not cover still ends the old one.
+        history = (history + [Turn(text, answer.text)])[-history_size:]

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import discord
 from discord import app_commands
 
+from rag.conversation import CONVERSATION_TURNS
 from rag.settings import Settings
 from rag.types import Answer, Turn
 
@@ -38,7 +39,7 @@ from .ratelimit import RateLimiter
 log = logging.getLogger("qabot.discord")
 
 NO_PINGS = discord.AllowedMentions.none()
-HISTORY_TURNS = 6
+HISTORY_TURNS = CONVERSATION_TURNS  # earlier exchanges of a thread handed to rag's resolve()
 DM_HISTORY_AGE = timedelta(minutes=30)  # a DM has no threads: only recent exchanges count as context
 VOTE_LABELS = {"up": "👍", "down": "👎"}
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from .answer.extractive import ExtractiveAnswerer
 from .answer.registry import build_llm_answerer
+from .conversation import resolve
 from .errors import QabotError
 from .index import Index
 from .ingest import IngestReport
@@ -98,18 +99,18 @@ class QAPipeline:
         """Answer one question; `history` holds earlier turns of the same conversation."""
         started = time.perf_counter()
         question = validate_question(question, self.settings.max_question_chars)
-        previous = history[-1].question if history else ""
-        standalone = question
-        notice = ""
+        # Offline, resolve() reads the conversation; an LLM's condensed question wins when it gives one.
+        resolved = resolve(question, history)
+        standalone, query, notice = question, resolved.query, ""
         if history and self.llm is not None:
             standalone, notice = self.llm.condense(question, history)
-        query = f"{previous} {question}" if previous and standalone == question else standalone
+            query = standalone if standalone != question else query
         vector = self.index.embedder.embed_query(query)
         with self._lock:
             keyword = self._keyword
             hits = self._retriever.retrieve(query, self.settings.top_k, filters, embedding=vector)
         retrieved = time.perf_counter()
-        evidence = self.extractive.evidence(standalone, hits, keyword, vector, query=query)
+        evidence = self.extractive.evidence(standalone, hits, keyword, vector, query=query, shown=resolved.shown)
         sides = [self._side_evidence(side, standalone, filters, keyword) for side in evidence.question.sides]
         if sides:  # a comparison is covered when each side is
             evidence.score = min(side.score for side in sides)

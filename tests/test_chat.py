@@ -76,3 +76,25 @@ def test_chat_quit_command(built_data_dir: Path) -> None:
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
+
+
+def _say(child: pexpect.spawn, line: str) -> str:
+    """Send one line and return what the chat printed before its next prompt, on one line."""
+    child.sendline(line)
+    child.expect_exact(PROMPT)
+    return " ".join(child.before.split())
+
+
+def test_chat_follows_a_chain_of_follow_ups_then_a_new_topic(built_data_dir: Path) -> None:
+    child = _spawn(built_data_dir)
+    try:
+        assert "Huawei and ZTE products" in _say(child, "What did the Czech cybersecurity agency warn against?")
+        assert "October 2019" in _say(child, "When?")  # elliptical: refused on its own, answered in context
+        assert "Babiš" in _say(child, "Who then ordered government offices to stop using them?")
+        reply = _say(child, "Which bill did Donald Trump sign in August?")  # a new topic, not glued on
+        assert "bans the US government from using Huawei" in reply and "Czech" not in reply, reply
+        child.sendline("/quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0

@@ -284,6 +284,34 @@ def test_a_follow_up_in_the_thread_uses_its_history(pipeline: Any, tmp_path: Pat
     run(scenario())
 
 
+def test_a_chain_of_follow_ups_in_a_thread_keeps_the_topic(pipeline: Any, tmp_path: Path) -> None:
+    recording = Recording(pipeline)
+    first_q, when_q, who_q = (
+        "What did the Czech cybersecurity agency warn against?",
+        "When?",
+        "Who then ordered government offices to stop using them?",
+    )
+
+    async def scenario() -> None:
+        async with FakeDiscord() as fake, connected(fake, recording, bot_settings(tmp_path)):
+            alice, bob = fake.add_user("alice"), fake.add_user("bob")
+            asked, _ = await mention(fake, alice, first_q)
+            thread_id = int(asked["id"])
+            for n, (user, q) in enumerate(((bob, when_q), (alice, who_q)), start=2):
+                await fake.user_says(q, author=user, channel_id=thread_id)
+                await fake.wait_until(lambda n=n: sum(has_buttons(m) for m in fake.bot_messages(thread_id)) == n)
+
+            # The whole thread, in order, whoever asked: the third question sees both earlier turns.
+            (_, _, first), (_, _, when), (question, history, who) = recording.asks
+            assert question == who_q
+            assert history == (Turn(first_q, first.text), Turn(when_q, when.text))
+            assert "October 2019" in when.text and "Babiš" in who.text
+            posted = answer_messages(fake, thread_id)
+            assert "October 2019" in posted[1]["content"] and "Babiš" in posted[2]["content"]
+
+    run(scenario())
+
+
 def test_a_reply_to_an_answer_continues_its_conversation(pipeline: Any, tmp_path: Path) -> None:
     recording = Recording(pipeline)
 
