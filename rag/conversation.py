@@ -33,6 +33,7 @@ from functools import lru_cache
 from typing import Any
 
 from .nlp import english
+from .text import split_sentences
 from .types import Turn
 
 #: How many earlier exchanges the chat and the Discord bot hand to `resolve()`. A topic rarely lasts
@@ -115,11 +116,16 @@ def resolve(question: str, history: Sequence[Turn]) -> Resolved:
 
 
 def quoted_sentences(answer: str) -> list[str]:
-    """The cited fragments of an answer ("Sentence one. [1] Sentence two. [2]" -> two sentences)."""
+    """The sentences an answer quoted: its cited parts ("lead [1]", "“quote” [1]"), sentence by sentence."""
     if not _CITATION.search(answer):
         return []  # a refusal or an error message quotes nothing
-    parts = (p.strip() for p in _CITATION.split(answer))
-    return [p for part in parts for p in part.split(" … ") if p]
+    out: list[str] = []
+    for part in (p.strip() for p in _CITATION.split(answer)):
+        if part.startswith("“") and part.endswith("”"):
+            part = part[1:-1]  # the answerer's quotation marks around a supporting quote
+        for piece in part.split(" … "):  # "context … sentence"
+            out.extend(piece[a:b].strip() for a, b in split_sentences(piece) if piece[a:b].strip())
+    return out
 
 
 def _step(question: str, state: _State, answers: Sequence[str]) -> bool:
