@@ -21,7 +21,7 @@ The topic of a turn is its own named entities and noun phrases (the entities fir
 topic it inherited when it is a follow-up; a "he/she" or "there" whose kind of antecedent (a person, a
 place) the topic lacks takes the nearest such entity of the earlier answers, most recent first. The
 answers of the current topic are split into the sentences they quoted: `shown`, so the answerer can
-give new evidence to "who else...?" instead of repeating itself.
+give new evidence rather than repeat an earlier answer word for word.
 """
 
 from __future__ import annotations
@@ -62,9 +62,6 @@ class Resolved:
     follow_up: bool = False
     topic: str = ""  # the entities/phrases carried from earlier turns ("" if none)
     shown: tuple[str, ...] = ()  # sentences already quoted in earlier answers of this topic
-    #: The question presupposes what was already said ("who else…?", "what other…?"): new evidence
-    #: should come before the `shown` sentences.
-    wants_new: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,7 +76,6 @@ class _Reading:
 
     phrases: tuple[_Phrase, ...]  # its own entities and key noun phrases, entities first
     refers_back: bool  # a pronoun, demonstrative, "else/other" or a leading "and"
-    wants_new: bool  # "else", "other", "another": something beyond what was said
     elliptical: bool  # no verb: the rest is the earlier topic
     definite_only: bool  # its only nouns are definite descriptions ("the deal")
     wants_person: bool  # he/she/him/her...
@@ -112,7 +108,7 @@ def resolve(question: str, history: Sequence[Turn]) -> Resolved:
     # "Prague" and "the Prague meeting" are one topic: keep the longer phrase only.
     carried = [t for t in carried if not any(t != o and t.lower() in o.lower() for o in carried)]
     query = " ".join([question, *carried])
-    return Resolved(query, True, " ".join(carried), tuple(state.shown), reading.wants_new)
+    return Resolved(query, True, " ".join(carried), tuple(state.shown))
 
 
 def quoted_sentences(answer: str) -> list[str]:
@@ -196,12 +192,11 @@ def _read(question: str) -> _Reading:
         phrases.append(_Phrase(doc[words[0].i : chunk.end].text, "NP"))
     if entities or any(t.pos_ == "PROPN" for t in doc):
         definite_only = False
-    wants_new = any(t.lower_ in _ALTERNATIVE_WORDS for t in doc)
-    refers_back = wants_new or any(_refers_back(t) for t in doc) or (len(doc) > 0 and doc[0].pos_ == "CCONJ")
+    alternative = any(t.lower_ in _ALTERNATIVE_WORDS for t in doc)
+    refers_back = alternative or any(_refers_back(t) for t in doc) or (len(doc) > 0 and doc[0].pos_ == "CCONJ")
     return _Reading(
         phrases=tuple(_unique(phrases)),
         refers_back=refers_back,
-        wants_new=wants_new,
         elliptical=not any(t.pos_ in ("VERB", "AUX") for t in doc),
         definite_only=has_noun and definite_only,
         wants_person=any(t.lower_ in _PERSON_PRONOUNS and t.pos_ == "PRON" for t in doc),

@@ -31,7 +31,6 @@ def test_a_pronoun_follow_up_carries_the_topic_and_what_was_shown() -> None:
     assert "Poland" in r.topic and "5G agreement" in r.topic
     assert r.query == f"When was it signed? {r.topic}"
     assert r.shown == (SIGNED_ANSWER.removesuffix(" [1]"),)
-    assert not r.wants_new
 
 
 def test_he_takes_the_person_of_the_earlier_answer_when_the_topic_has_none() -> None:
@@ -81,9 +80,11 @@ def test_a_chain_of_three_keeps_the_topic_and_a_new_topic_ends_it() -> None:
     assert after.follow_up and "cabinet session" in after.topic and "Poland" not in after.query
 
 
-def test_who_else_asks_for_new_evidence() -> None:
-    r = resolve("And who else signed it?", [Turn(SIGNED, SIGNED_ANSWER)])
-    assert r.follow_up and r.wants_new and r.shown
+def test_who_else_is_a_follow_up_that_knows_what_was_shown() -> None:
+    quoted = "Lead fragment [1]\n\n“The deal was signed on Monday. Pence spoke.” [1]\n\n“Dan Oliver … Dan is an editor.” [2]"
+    r = resolve("And who else signed it?", [Turn(SIGNED, quoted)])
+    assert r.follow_up and "Poland" in r.query
+    assert r.shown == ("Lead fragment", "The deal was signed on Monday.", "Pence spoke.", "Dan Oliver", "Dan is an editor.")
 
 
 def test_refusals_quote_nothing_but_still_set_the_topic() -> None:
@@ -157,9 +158,9 @@ def test_the_scripted_conversation_set(pipeline: Any, scripted: list[dict[str, A
             good += ok
             if not ok:
                 misses.append((conversation["id"], turn["q"]))
-    # Measured 34/36 (29/36 before conversation.resolve(), when the previous question was glued on);
-    # the floor leaves two turns of room for answerer changes, not for losing the topic.
-    assert good >= 32, misses
+    # Measured 36/36 (29/36 before conversation.resolve(), when the previous question was glued on);
+    # the floor leaves a little room for answerer changes, not for losing the topic.
+    assert good >= 33, misses
     assert repeats == 0
 
 
