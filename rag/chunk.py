@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .clean import CleanDocument
+from .text import split_sentences
 
 Tokenizer = Callable[[str], list[int]]
 
@@ -39,12 +40,25 @@ class Chunker:
     """Sentence-aware chunking with llama-index's `SentenceSplitter` and exact offsets."""
 
     def __init__(self, tokenizer: Tokenizer, chunk_size: int, chunk_overlap: int) -> None:
-        # Imported here: llama-index is ~half of a cold `qabot ask`, which never chunks.
-        from llama_index.core.node_parser import SentenceSplitter
+        self._tokenizer = tokenizer
+        self._size = (chunk_size, chunk_overlap)
+        self._splitters: dict[str, Any] = {}
 
-        self._splitter = SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap, tokenizer=tokenizer)
+    def _splitter(self, lang: str) -> Any:  # -> SentenceSplitter
+        """English chunks at punkt's sentence boundaries (as always); other languages at their own."""
+        if lang not in self._splitters:
+            # Imported here: llama-index is ~half of a cold `qabot ask`, which never chunks.
+            from llama_index.core.node_parser import SentenceSplitter
 
-    def chunk(self, doc: CleanDocument, doc_id: str, doc_hash: str) -> list[Chunk]:
+            sentences = None if lang == "en" else _sentence_pieces(lang)
+            self._splitters[lang] = SentenceSplitter(
+                chunk_size=self._size[0], chunk_overlap=self._size[1], tokenizer=self._tokenizer,
+                chunking_tokenizer_fn=sentences,
+            )
+        return self._splitters[lang]
+
+    def chunk(self, doc: CleanDocument, doc_id: str, doc_hash: str, lang: str = "en") -> list[Chunk]:
+        """The chunks of one cleaned document written in `lang` (rag/language.py)."""
         from llama_index.core import Document
 
         meta = {
@@ -57,6 +71,7 @@ class Chunker:
             "doc_hash": doc_hash,
             # yyyymmdd as a number: Chroma compares numbers, not strings, in range filters
             "date_int": int(doc.date.replace("-", "")) if doc.date else 0,
+            "lang": lang,  # the keyword index stems and the answerer splits each chunk in its language
         }
         not_embedded = [k for k in meta if k != "title"]
         document = Document(
@@ -68,7 +83,7 @@ class Chunker:
             metadata_seperator="\n",
             text_template="{metadata_str}\n\n{content}",
         )
-        nodes = self._splitter.get_nodes_from_documents([document])
+        nodes = self._splitter(lang).get_nodes_from_documents([document])
         chunks: list[Chunk] = []
         cursor = 0
         for index, node in enumerate(nodes):
@@ -95,3 +110,20 @@ class Chunker:
                 )
             )
         return chunks
+
+
+def _sentence_pieces(lang: str) -> Callable[[str], list[str]]:
+    """A `chunking_tokenizer_fn` for SentenceSplitter: `text` cut at its sentence starts in `lang`.
+
+    Like llama-index's own (punkt) one, the pieces run from one sentence start to the next, so
+    they add up to the text and whitespace stays with the sentence before it.
+    """
+
+    def pieces(text: str) -> list[str]:
+        starts = [s for s, _ in split_sentences(text, lang)]
+        if not starts:
+            return [text]
+        starts[0] = 0
+        return [text[a:b] for a, b in zip(starts, [*starts[1:], len(text)])]
+
+    return pieces

@@ -23,6 +23,7 @@ from .chunk import Chunk, Chunker
 from .clean import CLEANER_VERSION, CleanDocument, clean_text
 from .embed import Embedder
 from .errors import QabotError
+from .language import DEFAULT_LANGUAGE, LANGUAGE_VERSION, detect_language
 from .load import LoadedDocument, SkippedFile, load_corpus
 from .nlp import ANNOTATION_VERSION, META_KEY, annotate
 from .settings import Settings
@@ -65,10 +66,17 @@ class IngestReport:
         return data
 
 
-def fingerprint(content_hash: str, settings: Settings, model_id: str) -> str:
-    """What a document's chunks were built from; any change means re-chunk and re-embed."""
+def fingerprint(content_hash: str, settings: Settings, model_id: str, lang: str = DEFAULT_LANGUAGE) -> str:
+    """What a document's chunks were built from; any change means re-chunk and re-embed.
+
+    A non-English document's chunks also depend on its language's segmenter and stemmer, so
+    the language logic's version is part of its recipe. English recipes do not name a language,
+    so an English index (and its keyword-index cache) is not rebuilt when that logic changes.
+    """
     recipe = (f"{content_hash}|cleaner={CLEANER_VERSION}|nlp={ANNOTATION_VERSION}|{settings.chunk_size}/"
               f"{settings.chunk_overlap}|{model_id}")
+    if lang != DEFAULT_LANGUAGE:
+        recipe += f"|lang={lang}/{LANGUAGE_VERSION}"
     return hashlib.sha256(recipe.encode()).hexdigest()[:32]
 
 
@@ -94,7 +102,7 @@ def sync_corpus(
 
     def is_indexed(doc_id: str, content_hash: str) -> bool:
         marker = markers.get(doc_id)
-        return marker is not None and marker.doc_hash == fingerprint(content_hash, settings, model_id)
+        return marker is not None and marker.doc_hash == fingerprint(content_hash, settings, model_id, marker.lang)
 
     loaded = load_corpus(settings.corpus_dir, int(settings.max_file_mb * 1_000_000), is_indexed)
     report.skipped.extend(loaded.skipped)
@@ -155,9 +163,10 @@ def _index_documents(
     def chunked() -> Iterator[tuple[LoadedDocument, list[Chunk]]]:
         chunker = Chunker(embedder.tokenizer, settings.chunk_size, settings.chunk_overlap)
         for doc, cleaned in documents:
-            chunks = chunker.chunk(cleaned, doc.doc_id, fingerprint(doc.content_hash, settings, model_id))
+            lang = detect_language(f"{cleaned.title}\n{cleaned.text}")  # ~2 ms
+            chunks = chunker.chunk(cleaned, doc.doc_id, fingerprint(doc.content_hash, settings, model_id, lang), lang)
             # Parsed here, on the chunking thread, while the embedding model runs on the other core.
-            langs = [str(c.metadata.get("lang", "en") or "en") for c in chunks]
+            langs = [lang] * len(chunks)
             for chunk, annotation in zip(chunks, annotate([c.text for c in chunks], langs)):
                 chunk.metadata[META_KEY] = annotation.to_json()
             yield doc, chunks

@@ -11,6 +11,7 @@ refusal check needs its document frequencies and per-query filters need its weig
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .language import DEFAULT_LANGUAGE, question_languages
 from .text import STOPWORDS, TOKEN_PATTERN, terms
 
 if TYPE_CHECKING:
@@ -153,7 +155,7 @@ class KeywordIndex:
             assert isinstance(self.df, _DocFreqs)
             np.save(tmp / "doc_freq.npy", self.df._counts)
             np.save(tmp / "dates.npy", self._dates)
-            (tmp / "chunks.json").write_text(json.dumps({"ids": self.ids, "rows_by_doc": self._rows_by_doc}))
+            (tmp / "chunks.json").write_text(json.dumps({"ids": self.ids, "rows_by_doc": self._rows_by_doc, "languages": list(self.languages)}))
             os.replace(tmp, folder)
             for old in folder.parent.glob("bm25-*"):
                 if old != folder:
@@ -182,6 +184,8 @@ class KeywordIndex:
         chunks = json.loads((folder / "chunks.json").read_text())
         index.ids = chunks["ids"]
         index._rows_by_doc = chunks["rows_by_doc"]
+        # Saved before languages: every chunk then was (and still is: same cache key) indexed as English.
+        index.languages = tuple(chunks.get("languages", [DEFAULT_LANGUAGE]))
         index.n_docs = len(index.ids)
         index._dates = np.load(folder / "dates.npy")
         index._bm25 = bm25s.BM25.load(str(folder), mmap=True, show_progress=False)
@@ -198,8 +202,11 @@ class KeywordIndex:
         self._rows_by_doc: dict[str, list[int]] = {}
         dates: list[int] = []
         doc_freq: list[int] = []
+        languages: set[str] = set()
         for cid, text, meta in records:
-            row = [vocab.setdefault(t, len(vocab)) for t in terms(f"{meta.get('title', '')}\n{text}")]
+            lang = chunk_language(meta)
+            languages.add(lang)
+            row = [vocab.setdefault(t, len(vocab)) for t in terms(f"{meta.get('title', '')}\n{text}", lang)]
             if len(vocab) > len(doc_freq):
                 doc_freq.extend([0] * (len(vocab) - len(doc_freq)))
             for term_id in set(row):
@@ -209,6 +216,7 @@ class KeywordIndex:
             dates.append(int(meta.get("date_int") or 0))
             rows.append(row)
         self.n_docs = len(self.ids)
+        self.languages: tuple[str, ...] = tuple(sorted(languages)) or (DEFAULT_LANGUAGE,)
         self._dates = np.asarray(dates, dtype=np.int64)
         self.df: Mapping[str, int] = _DocFreqs(vocab, np.asarray(doc_freq, dtype=np.int64))
         self._bm25 = bm25s.BM25()
@@ -220,8 +228,19 @@ class KeywordIndex:
         df = self.df.get(term, 0)
         return math.log(1 + (self.n_docs - df + 0.5) / (df + 0.5))
 
+    def query_languages(self, query: str) -> tuple[str, ...]:
+        """The languages of the index that `query` is plausibly written in, likeliest first."""
+        return _query_languages(query, self.languages)
+
+    def query_terms(self, query: str) -> list[str]:
+        """`query`'s terms in each language it may be written in (see `query_languages`), in order, once each."""
+        langs = self.query_languages(query)
+        if len(langs) == 1:
+            return terms(query, langs[0])
+        return list(dict.fromkeys(t for lang in langs for t in terms(query, lang)))
+
     def retrieve(self, query: str, k: int, filters: Filters = Filters()) -> list[Hit]:
-        q_terms = [t for t in terms(query) if t in self.df]
+        q_terms = [t for t in self.query_terms(query) if t in self.df]
         if not q_terms or not self.n_docs:
             return []
         mask = None
@@ -255,6 +274,17 @@ class KeywordIndex:
         if filters.date_to:
             ok &= (self._dates != 0) & (self._dates <= _date_int(filters.date_to))
         return ok.astype(np.float32)
+
+
+def chunk_language(meta: Mapping[str, Any]) -> str:
+    """The language a chunk was indexed in; chunks written before languages were detected are English."""
+    return str(meta.get("lang") or DEFAULT_LANGUAGE)
+
+
+@functools.lru_cache(maxsize=256)
+def _query_languages(query: str, languages: tuple[str, ...]) -> tuple[str, ...]:
+    # Cached: one question is tokenized by retrieval, the refusal check and the answerer.
+    return question_languages(query, languages)
 
 
 def _bm25s():  # -> the bm25s module
@@ -297,8 +327,13 @@ def _store_key(store: ChunkStore) -> str:
 
     made_by = (f"{_CACHE_VERSION}|{_bm25s().__version__}|{Stemmer.version()}|{TOKEN_PATTERN}|{sorted(STOPWORDS)}"
                f"|{store.collection_id}|{store.count()}")
+    markers = store.markers()
+    if any(m.lang != DEFAULT_LANGUAGE for m in markers.values()):  # English-only keys are as before languages
+        import stopwordsiso
+
+        made_by += f"|stopwordsiso={stopwordsiso.__version__}"
     h = hashlib.sha256(made_by.encode())
-    for marker in sorted(store.markers().values(), key=lambda m: m.doc_id):
+    for marker in sorted(markers.values(), key=lambda m: m.doc_id):
         h.update(f"\n{marker.doc_id}\0{marker.doc_hash}\0{marker.n_chunks}".encode())
     return h.hexdigest()[:20]
 
@@ -334,13 +369,17 @@ def keyword_coverage(question: str, hits: Sequence[Hit], index: KeywordIndex) ->
     """Share of the question's idf weight whose terms occur in the retrieved text (0..1).
 
     Words the corpus never uses weigh the most, so "How many moons does Jupiter have?"
-    scores near 0 even when dense search returns something vaguely similar.
+    scores near 0 even when dense search returns something vaguely similar. Each hit is read in
+    its own language; a question that may be in several of the index's languages counts in the
+    one that covers it best (its words in the other would be stopwords there, not topic).
     """
-    q_terms = set(terms(question))
-    if not q_terms:
-        return 0.0
     found: set[str] = set()
     for hit in hits:
-        found.update(terms(f"{hit.metadata.get('title', '')}\n{hit.text}"))
-    total = sum(index.idf(t) for t in q_terms)
-    return sum(index.idf(t) for t in q_terms & found) / total if total else 0.0
+        found.update(terms(f"{hit.metadata.get('title', '')}\n{hit.text}", chunk_language(hit.metadata)))
+    best = 0.0
+    for lang in index.query_languages(question):
+        q_terms = set(terms(question, lang))
+        total = sum(index.idf(t) for t in q_terms)
+        if total:
+            best = max(best, sum(index.idf(t) for t in q_terms & found) / total)
+    return best

@@ -42,6 +42,7 @@ class DocMarker:
     n_chunks: int
     title: str
     date: str
+    lang: str = "en"  # chunks written before languages were detected were indexed as English
 
 
 #: chromadb's HttpClient waits forever by default; a Chroma server that is down, stopped or
@@ -197,7 +198,7 @@ class ChunkStore:
         for _, _, meta in self._iter(where={"chunk_index": 0}, documents=False):
             out[meta["doc_id"]] = DocMarker(
                 meta["doc_id"], meta.get("doc_hash", ""), int(meta.get("n_chunks", 0)), meta.get("title", ""),
-                meta.get("date", ""),
+                meta.get("date", ""), meta.get("lang") or "en",
             )
         return out
 
