@@ -136,8 +136,9 @@ def _segment(text: str, lang: str) -> list[tuple[int, int]]:
 
     Measured on German, French and Spanish news sentences, sentencex still ends a sentence after
     an ordinal that is not a date ("Im 20. | Jahrhundert", "Die 2. | Bundesliga"), after a
-    sentence-initial "M. | Dupont", and before a lower-case word ("2 jan. | aan."). A cut there
-    would quote half a sentence; a missed boundary only quotes a longer one, so these are joined.
+    sentence-initial "M. | Dupont", after an abbreviated month before its year ("le 14 juil. |
+    1789") and before a lower-case word ("2 jan. | aan."). A cut there would quote half a
+    sentence; a missed boundary only quotes a longer one, so these are joined.
     """
     import sentencex
 
@@ -167,4 +168,25 @@ def _continues(text: str, previous: tuple[int, int], current: tuple[int, int], l
     tail = text[max(previous[0], previous[1] - 8) : previous[1]]
     if lang in ORDINAL_DOT_LANGUAGES and _ORDINAL_END.search(tail) and head.isalpha():
         return True
+    if head.isdigit():
+        last = text[previous[0] : previous[1]].rsplit(None, 1)[-1]
+        return last.endswith(".") and last[:-1].lower() in month_abbreviations(lang)
     return bool(_INITIAL_END.search(tail)) and head.isupper()
+
+
+@lru_cache(maxsize=None)
+def month_abbreviations(lang: str) -> frozenset[str]:
+    """`lang`'s abbreviated month names without their period ("janv", "juil", "sept"), from CLDR via Babel."""
+    from babel import Locale, UnknownLocaleError
+    from babel.dates import get_month_names
+
+    try:
+        Locale.parse(lang)
+    except (UnknownLocaleError, ValueError):
+        return frozenset()
+    names = {
+        name.rstrip(".").lower()
+        for context in ("format", "stand-alone")
+        for name in get_month_names("abbreviated", context, locale=lang).values()
+    }
+    return frozenset(names)

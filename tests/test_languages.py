@@ -40,6 +40,8 @@ def sentences(text: str, lang: str) -> list[str]:
          ["Im 20. Jahrhundert wuchs die Stadt.", "Die Mauer fiel 1989.", "Danach kam Prof. Dr. Jekel, d. h. der Experte."]),
         ("fr", "Il est venu. M. Dupont a parlé avec Mme Martin, p. ex. du budget. Selon M. Macron, etc. rien ne change.",
          ["Il est venu.", "M. Dupont a parlé avec Mme Martin, p. ex. du budget.", "Selon M. Macron, etc. rien ne change."]),
+        ("fr", "La Bastille est tombée le 14 juil. 1789 à Paris. Il fait 12 degrés. 13 personnes sont venues.",
+         ["La Bastille est tombée le 14 juil. 1789 à Paris.", "Il fait 12 degrés.", "13 personnes sont venues."]),
         ("es", "El Sr. García llegó a EE. UU. el 5 de mayo. La Sra. López, p. ej., no vino. ¿Quién lo sabe? ¡Nadie!",
          ["El Sr. García llegó a EE. UU. el 5 de mayo.", "La Sra. López, p. ej., no vino.", "¿Quién lo sabe?", "¡Nadie!"]),
     ],
