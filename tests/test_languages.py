@@ -83,6 +83,8 @@ def test_question_languages_among_the_index() -> None:
     assert question_languages("Wer ist Katrin Albers?", ["en", "de"]) == ("de",)
     assert question_languages("Who is Katrin Albers?", ["en", "de"]) == ("en",)
     assert question_languages("Wer ist Katrin Albers?", ["en"]) == ("en",)  # an English index: always English
+    assert question_languages("Was plant der Bezirk Pankow?", ["en", "de"]) == ("de",)  # "was" is English too
+    assert question_languages("Will Germany ban Huawei?", ["en", "de"]) == ("en",)  # shared function word: the model
     assert set(question_languages("5G Poland", ["en", "de"])) == {"en", "de"}  # names only: both count
 
 
