@@ -131,7 +131,7 @@ def annotate(texts: Sequence[str], langs: Sequence[str] | None = None) -> list[A
     english_rows = [i for i, lang in enumerate(langs) if lang in ("", "en")]
     for i, lang in enumerate(langs):
         if i not in english_rows:
-            out[i] = Annotation(tuple(Sentence(s, e, False) for s, e in _split(texts[i], lang)), ())
+            out[i] = Annotation(tuple(Sentence(s, e, False) for s, e in split_sentences(texts[i], lang)), ())
     if english_rows:
         nlp = _pipeline()
         with _PARSE_LOCK:
@@ -154,11 +154,6 @@ def _cached_annotation(text: str, lang: str) -> Annotation:
     return annotate([text], [lang])[0]
 
 
-def _split(text: str, lang: str) -> list[tuple[int, int]]:
-    try:
-        return split_sentences(text, lang)  # type: ignore[call-arg]
-    except TypeError:  # a splitter without language support
-        return split_sentences(text)
 
 
 def _from_doc(doc: Any) -> Annotation:
