@@ -154,8 +154,6 @@ def _cached_annotation(text: str, lang: str) -> Annotation:
     return annotate([text], [lang])[0]
 
 
-
-
 def _from_doc(doc: Any) -> Annotation:
     sentences: list[Sentence] = []
     candidates: list[Candidate] = []
