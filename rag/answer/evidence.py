@@ -180,8 +180,15 @@ def gather(
     if not sentences:
         return Evidence(question, [], 0.0)
     words = interrogative(query or question.text)
-    weights = {t: keyword.idf(t) for t in set(terms(words))}
-    total = sum(weights.values()) or 1.0
+    by_language: dict[str, tuple[dict[str, float], float]] = {}
+
+    def weights_in(lang: str) -> tuple[dict[str, float], float]:
+        """The question's words as that language's keyword index stems them, with their idf."""
+        if lang not in by_language:
+            found = {t: keyword.idf(t) for t in set(terms(words, lang))}
+            by_language[lang] = (found, sum(found.values()) or 1.0)
+        return by_language[lang]
+
     qv = np.asarray(question_vector, dtype=np.float32)
     shown_set = {" ".join(s.split()) for s in shown}
     keys = [k for k in question.key_words if k.lower() in words.lower()]
@@ -189,12 +196,14 @@ def gather(
     for s, vec in zip(sentences, sentence_vectors.embed([s.text for s in sentences])):
         s.vector = vec
         s.dense = float(qv @ vec)
-        own = set(terms(s.text))
+        lang = str(s.hit.metadata.get("lang", "en") or "en")
+        weights, total = weights_in(lang)
+        own = set(terms(s.text, lang))
         s.keywords = sum(w for t, w in weights.items() if t in own) / total
         before = _previous(s, sentences)
         title = str(s.hit.metadata.get("title", ""))
         context_text = " ".join(x for x in (before.text if before else "", s.text, title) if x)
-        context = set(terms(context_text))
+        context = set(terms(context_text, lang))
         s.context = sum(w for t, w in weights.items() if t in context) / total
         # names and numbers may stand in the chunk or its retrieved neighbours: "the meeting" in
         # one chunk is the Prague meeting named in the chunk just before it
