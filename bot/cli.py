@@ -192,48 +192,80 @@ def chat(settings: Settings) -> None:
 
 
 @cli.command(name="eval")
-@click.option("--questions", "questions_file", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="JSONL file of questions (see shared/eval/dev_questions.jsonl).")
+@click.option("--questions", "questions_files", type=click.Path(path_type=Path, dir_okay=False), multiple=True,
+              help="JSONL file of questions over the configured corpus (see tests/data/dev_questions.jsonl). Repeatable.")
+@click.option("--set", "set_dirs", type=click.Path(path_type=Path, file_okay=False), multiple=True,
+              help="Eval set folder with its own corpus/ and questions.jsonl (see tests/data/squad2-dev), "
+                   "indexed in a collection of its own. Repeatable.")
 @click.option("-k", "k", type=click.IntRange(1, 50), default=3, show_default=True, help="k of source hit@k.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Print each report as one JSON object (one line per set).")
 @click.option("--min-hit-rate", type=float, default=None, help="Fail (exit 1) if source hit@k is lower.")
 @click.option("--min-correctness", type=float, default=None, help="Fail if answer correctness is lower.")
+@click.option("--min-lead-contains", type=float, default=None,
+              help="Fail if fewer answers hold an accepted answer before their first citation.")
+@click.option("--max-median-lead-words", type=float, default=None, help="Fail if the median lead is longer.")
 @click.option("--min-refusal-rate", type=float, default=None, help="Fail if fewer unanswerable questions are refused.")
 @click.option("--max-false-refusals", type=int, default=None, help="Fail if more answerable questions are refused.")
 @click.option("--min-quote-rate", type=float, default=None, help="Fail if fewer quotes verify.")
 @pass_settings
 @user_errors
-def eval_command(settings: Settings, questions_file: Path, k: int, as_json: bool, min_hit_rate: float | None,
-                 min_correctness: float | None, min_refusal_rate: float | None, max_false_refusals: int | None,
-                 min_quote_rate: float | None) -> None:
-    """Measure retrieval, answers and refusals on a question file; exit 1 under the given thresholds."""
+def eval_command(settings: Settings, questions_files: tuple[Path, ...], set_dirs: tuple[Path, ...], k: int,
+                 as_json: bool, **limits: float | None) -> None:
+    """Measure retrieval, answers, answer leads and refusals; exit 1 under the given thresholds.
+
+    Each --questions file is asked of the configured corpus; each --set folder of its own corpus.
+    One report per file or set, and every threshold applies to each.
+
+    \b
+    Examples:
+      qabot eval --questions tests/data/dev_questions.jsonl
+      qabot eval --set tests/data/squad2-dev --min-lead-contains 0.8 --json
+    """
     from rich.console import Console
 
-    from rag.evaluate import evaluate, read_questions
+    from rag.evaluate import evaluate, read_questions, set_settings
 
-    from .render import eval_table
+    from .render import eval_table, tradeoff_table
 
-    questions = read_questions(questions_file)
-    report = evaluate(_pipeline(settings, quiet=as_json), questions, k=k).to_dict()
-    if as_json:
-        click.echo(json.dumps(report, ensure_ascii=False))
-    else:
-        console = Console(highlight=False)
-        console.print(eval_table(report))
-        for failure in report["failures"]:
-            console.print(f"[red]✗[/red] {failure['id']}: {failure['why']}")
-    below = [
+    if not questions_files and not set_dirs:
+        raise click.UsageError("give at least one --questions FILE or --set FOLDER")
+    runs = [(str(path), settings, path) for path in questions_files]
+    for folder in set_dirs:
+        measured = set_settings(settings, folder)  # a missing corpus/ or questions.jsonl fails before any work
+        runs.append((str(folder), measured, folder / "questions.jsonl"))
+    console = Console(highlight=False)
+    below: list[str] = []
+    for name, run_settings, questions_file in runs:
+        questions = read_questions(questions_file)
+        report = evaluate(_pipeline(run_settings, quiet=as_json), questions, k=k, name=name).to_dict()
+        if as_json:
+            click.echo(json.dumps(report, ensure_ascii=False))
+        else:
+            console.print(eval_table(report))
+            console.print(tradeoff_table(report))
+            for failure in report["failures"]:
+                console.print(f"[red]✗[/red] {failure['id']}: {failure['why']}")
+        missed = _missed_thresholds(report, limits)
+        if missed:
+            below.append(", ".join(missed) + (f" ({name})" if len(runs) > 1 else ""))
+    if below:
+        fail(f"below threshold: {'; '.join(below)}", 1)
+
+
+def _missed_thresholds(report: dict[str, Any], limits: dict[str, float | None]) -> list[str]:
+    """The names of the eval thresholds that `report` misses."""
+    return [
         name for name, value, limit, higher_is_better in (
-            ("hit rate", report["hit_at_k"], min_hit_rate, True),
-            ("correctness", report["answer_correctness"], min_correctness, True),
-            ("refusal rate", report["refusal_rate"], min_refusal_rate, True),
-            ("false refusals", report["false_refusals"], max_false_refusals, False),
-            ("quote rate", report["quote_verification_rate"], min_quote_rate, True),
+            ("hit rate", report["hit_at_k"], limits["min_hit_rate"], True),
+            ("correctness", report["answer_correctness"], limits["min_correctness"], True),
+            ("lead contains", report["lead_contains"], limits["min_lead_contains"], True),
+            ("median lead words", report["median_lead_words"], limits["max_median_lead_words"], False),
+            ("refusal rate", report["refusal_rate"], limits["min_refusal_rate"], True),
+            ("false refusals", report["false_refusals"], limits["max_false_refusals"], False),
+            ("quote rate", report["quote_verification_rate"], limits["min_quote_rate"], True),
         )
         if limit is not None and (value < limit if higher_is_better else value > limit)
     ]
-    if below:
-        fail(f"below threshold: {', '.join(below)}", 1)
 
 
 from .discord_cli import register as _register_discord  # noqa: E402 - commands in their own module

@@ -34,7 +34,9 @@ def print_sources(console: Console, answer: Answer | None) -> None:
 
 
 def eval_table(report: dict) -> Table:
-    table = Table(title="qabot eval", show_header=True)
+    """The scores of one eval report (rag.evaluate.EvalReport.to_dict())."""
+    title = f"qabot eval: {report['name']}" if report.get("name") else "qabot eval"
+    table = Table(title=title, show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
     rows = [
@@ -42,11 +44,40 @@ def eval_table(report: dict) -> Table:
         (f"source hit@{report['k']}", f"{report['hit_at_k']:.3f}"),
         ("MRR", f"{report['mrr']:.3f}"),
         ("answer correctness", f"{report['answer_correctness']:.3f}"),
+        ("lead contains an accepted answer", f"{report['lead_contains']:.3f}"),
+        ("first sentence contains an accepted answer", f"{report['first_sentence_contains']:.3f}"),
+        ("median lead words", f"{report['median_lead_words']:.1f}"),
         ("refusal rate (unanswerable)", f"{report['refusal_rate']:.3f}"),
-        ("false refusals", str(report["false_refusals"])),
+        ("false refusals", f"{report['false_refusals']} ({report['false_refusal_rate']:.1%})"),
         ("quote verification rate", f"{report['quote_verification_rate']:.3f}"),
         ("latency p50 / p95 (ms)", f"{report['latency_p50_ms']:.0f} / {report['latency_p95_ms']:.0f}"),
     ]
     for name, value in rows:
         table.add_row(name, value)
+    return table
+
+
+def tradeoff_table(report: dict) -> Table:
+    """Refusals against false refusals for each evidence threshold, the current one marked."""
+    current = report.get("min_evidence")
+    caption = (f"current: QABOT_MIN_EVIDENCE={current}" if current is not None else
+               "no QABOT_MIN_EVIDENCE setting yet: each row applies the threshold to the recorded evidence "
+               "and keeps today's refusals")
+    table = Table(title="refusal trade-off (evidence threshold)", caption=caption, show_header=True)
+    table.add_column("threshold", justify="right")
+    table.add_column("unanswerable refused", justify="right")
+    table.add_column("false refusals", justify="right")
+    table.add_column("")
+    # Neighbouring thresholds that change nothing share one row ("0.00–0.40"); --json keeps every row.
+    runs: list[list[dict]] = []
+    for row in report["refusal_tradeoff"]:
+        last = runs[-1][-1] if runs else None
+        same = last is not None and not (row["current"] or last["current"]) and all(
+            row[key] == last[key] for key in ("unanswerable_refused", "false_refusals"))
+        runs[-1].append(row) if same else runs.append([row])
+    for run in runs:
+        first, last = run[0], run[-1]
+        span = f"{first['threshold']:.2f}" + (f"–{last['threshold']:.2f}" if len(run) > 1 else "")
+        table.add_row(span, f"{first['unanswerable_refused']:.1%}",
+                      f"{first['false_refusals']} ({first['false_refusal_rate']:.1%})", "← current" if first["current"] else "")
     return table

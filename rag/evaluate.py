@@ -1,14 +1,25 @@
-"""Score the pipeline on a question file (the format of shared/eval/dev_questions.jsonl).
+"""Score the pipeline on a question file (the format of tests/data/dev_questions.jsonl).
 
 Each line: {"id", "question", "gold_docs": [doc_id prefixes], "answer_any": [accepted strings]}
 or {"id", "question", "unanswerable": true}. An answer is correct when it contains any accepted
 string (case-insensitive); an unanswerable question must be refused.
+
+Beside correctness, the report says how the answer reads: whether its lead (the text before the
+first `[n]` citation) and its first sentence already hold an accepted answer, and how long the lead
+is. The held-out measurement judges answers by their first sentence and their length, so a correct
+answer buried in a long paragraph scores low there even when `answer_correctness` is 1.0.
+
+An "eval set" is a folder with its own `corpus/` and `questions.jsonl` (tests/data/squad2-dev):
+`set_settings()` gives it its own collection so it never mixes with the user's index.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import statistics
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +27,16 @@ from typing import Any
 from .errors import QabotError
 from .pipeline import QAPipeline
 from .quotes import verify_quote
+from .settings import Settings
+from .text import split_sentences
+
+#: Thresholds of the refusal trade-off table: 0.00, 0.05, ... 1.00 (evidence is a 0..1 score).
+TRADEOFF_THRESHOLDS = tuple(round(i * 0.05, 2) for i in range(21))
+#: An `[n]` citation as the answerers write them.
+_CITATION = re.compile(r"\[\d+\]")
+#: What an eval set folder holds.
+SET_QUESTIONS = "questions.jsonl"
+SET_CORPUS = "corpus"
 
 
 @dataclass(frozen=True)
@@ -29,6 +50,7 @@ class EvalQuestion:
 
 @dataclass
 class EvalReport:
+    name: str = ""  # the question file or eval set measured
     questions: int = 0
     answerable: int = 0
     unanswerable: int = 0
@@ -36,15 +58,34 @@ class EvalReport:
     k: int = 3
     mrr: float = 0.0
     answer_correctness: float = 0.0
+    #: share of answerable questions whose lead (text before the first [n]) holds an accepted answer
+    lead_contains: float = 0.0
+    #: share of answerable questions whose first sentence holds an accepted answer
+    first_sentence_contains: float = 0.0
+    median_lead_words: float = 0.0  # over answered answerable questions
     refusal_rate: float = 0.0  # share of unanswerable questions refused
     false_refusals: int = 0  # answerable questions refused
+    false_refusal_rate: float = 0.0  # the same as a share of the answerable questions
     quote_verification_rate: float = 0.0
     latency_p50_ms: float = 0.0
     latency_p95_ms: float = 0.0
+    #: the pipeline's refusal threshold on Answer.evidence (QABOT_MIN_EVIDENCE), None before it exists
+    min_evidence: float | None = None
+    #: rows {threshold, unanswerable_refused, false_refusals, false_refusal_rate, current}: see refusal_tradeoff()
+    refusal_tradeoff: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the trade-off needs of one answer: its question's kind, whether it was refused, its evidence."""
+
+    unanswerable: bool
+    refused: bool
+    evidence: float
 
 
 def read_questions(path: Path) -> list[EvalQuestion]:
@@ -75,6 +116,78 @@ def read_questions(path: Path) -> list[EvalQuestion]:
     return out
 
 
+def set_settings(settings: Settings, folder: Path) -> Settings:
+    """The settings that evaluate the eval set in `folder` on its own corpus, in a collection of its own.
+
+    The collection is named after the folder (and its absolute path, so two sets both called `dev`
+    stay apart); it lives in the configured data folder or Chroma server and is synced, not rebuilt,
+    on the next run.
+    """
+    corpus, questions = folder / SET_CORPUS, folder / SET_QUESTIONS
+    if not corpus.is_dir() or not questions.is_file():
+        raise QabotError(f"{folder} is not an eval set: it needs a {SET_CORPUS}/ folder and a {SET_QUESTIONS} file")
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", folder.resolve().name).strip("-._")[:40] or "set"
+    digest = hashlib.sha1(str(folder.resolve()).encode("utf-8")).hexdigest()[:8]
+    return settings.replace(corpus_dir=corpus, collection=f"{settings.collection}-eval-{slug}-{digest}")
+
+
+# -- how an answer reads ---------------------------------------------------------------------------
+def answer_lead(text: str) -> str:
+    """The answer text before its first `[n]` citation (all of it when it cites nothing)."""
+    match = _CITATION.search(text)
+    return (text[: match.start()] if match else text).strip()
+
+
+def first_sentence(text: str) -> str:
+    """The answer's first sentence: up to its first sentence end (rag.text's splitter) or newline."""
+    line = text.strip().split("\n", 1)[0]
+    spans = split_sentences(line)
+    return line[spans[0][0] : spans[0][1]] if spans else ""
+
+
+def word_count(text: str) -> int:
+    """Words as a reader counts them: whitespace-separated tokens holding a letter or digit."""
+    return sum(any(ch.isalnum() for ch in token) for token in text.split())
+
+
+def contains_any(text: str, accepted: Sequence[str]) -> bool:
+    """Whether `text` holds any accepted answer, case-insensitively."""
+    lowered = text.lower()
+    return any(a.lower() in lowered for a in accepted)
+
+
+def refusal_tradeoff(
+    outcomes: Sequence[Outcome], current: float | None, thresholds: Sequence[float] = TRADEOFF_THRESHOLDS
+) -> list[dict[str, Any]]:
+    """Refusals of unanswerable questions against false refusals, had the evidence threshold been each value.
+
+    At threshold t an answer counts as refused when its evidence is under t, or when it was refused for
+    another reason than the threshold (refused although its evidence cleared `current`); no question is
+    asked again. With `current` None (no QABOT_MIN_EVIDENCE yet) every refusal counts as another reason.
+    The row of the current threshold is marked, and added to the grid when it is not on it.
+    """
+    grid = sorted(set(thresholds) | ({round(current, 4)} if current is not None else set()))
+    unanswerable = [o for o in outcomes if o.unanswerable]
+    answerable = [o for o in outcomes if not o.unanswerable]
+
+    def refused_at(o: Outcome, t: float) -> bool:
+        by_threshold = current is not None and o.evidence < current
+        return o.evidence < t or (o.refused and not by_threshold)
+
+    rows = []
+    for t in grid:
+        refused_ok = sum(refused_at(o, t) for o in unanswerable)
+        wrongly = sum(refused_at(o, t) for o in answerable)
+        rows.append({
+            "threshold": t,
+            "unanswerable_refused": round(refused_ok / len(unanswerable), 4) if unanswerable else 1.0,
+            "false_refusals": wrongly,
+            "false_refusal_rate": round(wrongly / len(answerable), 4) if answerable else 0.0,
+            "current": current is not None and t == round(current, 4),
+        })
+    return rows
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return 0.0
@@ -83,15 +196,20 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def evaluate(pipeline: QAPipeline, questions: list[EvalQuestion], k: int = 3) -> EvalReport:
-    report = EvalReport(questions=len(questions), k=k)
-    hits = reciprocal = correct = refused_ok = 0
+def evaluate(pipeline: QAPipeline, questions: list[EvalQuestion], k: int = 3, name: str = "") -> EvalReport:
+    """Ask every question once and score retrieval, answers, how they read, refusals and quotes."""
+    report = EvalReport(name=name, questions=len(questions), k=k)
+    report.min_evidence = getattr(pipeline.settings, "min_evidence", None)
+    hits = reciprocal = correct = refused_ok = leads_ok = firsts_ok = 0
     quotes_total = quotes_ok = 0
     latencies: list[float] = []
+    lead_lengths: list[int] = []
+    outcomes: list[Outcome] = []
     doc_text: dict[str, str] = {}
     for q in questions:
         answer = pipeline.ask(q.question)
         latencies.append(answer.timings_ms.get("total", 0.0))
+        outcomes.append(Outcome(q.unanswerable, answer.refused, answer.evidence))
         for source in answer.sources:
             quotes_total += 1
             if source.doc_id not in doc_text:
@@ -109,20 +227,29 @@ def evaluate(pipeline: QAPipeline, questions: list[EvalQuestion], k: int = 3) ->
             hits += 1
         if ranks:
             reciprocal += 1.0 / ranks[0]
-        is_correct = not answer.refused and any(a.lower() in answer.text.lower() for a in q.answer_any)
-        correct += is_correct
         if answer.refused:
             report.false_refusals += 1
             report.failures.append({"id": q.id, "why": "refused an answerable question"})
-        elif not is_correct:
+            continue
+        is_correct = contains_any(answer.text, q.answer_any)
+        correct += is_correct
+        lead = answer_lead(answer.text)
+        leads_ok += contains_any(lead, q.answer_any)
+        firsts_ok += contains_any(first_sentence(answer.text), q.answer_any)
+        lead_lengths.append(word_count(lead))
+        if not is_correct:
             report.failures.append({"id": q.id, "why": "answer lacks every accepted string", "answer": answer.text[:200]})
     if report.answerable:
         report.hit_at_k = hits / report.answerable
         report.mrr = reciprocal / report.answerable
         report.answer_correctness = correct / report.answerable
+        report.lead_contains = leads_ok / report.answerable
+        report.first_sentence_contains = firsts_ok / report.answerable
+        report.false_refusal_rate = report.false_refusals / report.answerable
+    report.median_lead_words = float(statistics.median(lead_lengths)) if lead_lengths else 0.0
     report.refusal_rate = refused_ok / report.unanswerable if report.unanswerable else 1.0
     report.quote_verification_rate = quotes_ok / quotes_total if quotes_total else 1.0
     report.latency_p50_ms = statistics.median(latencies) if latencies else 0.0
     report.latency_p95_ms = percentile(latencies, 95)
+    report.refusal_tradeoff = refusal_tradeoff(outcomes, report.min_evidence)
     return report
-
