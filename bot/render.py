@@ -59,10 +59,7 @@ def eval_table(report: dict) -> Table:
 
 def tradeoff_table(report: dict) -> Table:
     """Refusals against false refusals for each evidence threshold, the current one marked."""
-    current = report.get("min_evidence")
-    caption = (f"current: QABOT_MIN_EVIDENCE={current}" if current is not None else
-               "no QABOT_MIN_EVIDENCE setting yet: each row applies the threshold to the recorded evidence "
-               "and keeps today's refusals")
+    caption = f"had QABOT_MIN_EVIDENCE been each threshold (now {report['min_evidence']}); from recorded evidence"
     table = Table(title="refusal trade-off (evidence threshold)", caption=caption, show_header=True)
     table.add_column("threshold", justify="right")
     table.add_column("unanswerable refused", justify="right")

@@ -69,8 +69,7 @@ class EvalReport:
     quote_verification_rate: float = 0.0
     latency_p50_ms: float = 0.0
     latency_p95_ms: float = 0.0
-    #: the pipeline's refusal threshold on Answer.evidence (QABOT_MIN_EVIDENCE), None before it exists
-    min_evidence: float | None = None
+    min_evidence: float = 0.0  # the pipeline's refusal threshold on Answer.evidence (QABOT_MIN_EVIDENCE)
     #: rows {threshold, unanswerable_refused, false_refusals, false_refusal_rate, current}: see refusal_tradeoff()
     refusal_tradeoff: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
@@ -157,21 +156,20 @@ def contains_any(text: str, accepted: Sequence[str]) -> bool:
 
 
 def refusal_tradeoff(
-    outcomes: Sequence[Outcome], current: float | None, thresholds: Sequence[float] = TRADEOFF_THRESHOLDS
+    outcomes: Sequence[Outcome], current: float, thresholds: Sequence[float] = TRADEOFF_THRESHOLDS
 ) -> list[dict[str, Any]]:
     """Refusals of unanswerable questions against false refusals, had the evidence threshold been each value.
 
     At threshold t an answer counts as refused when its evidence is under t, or when it was refused for
     another reason than the threshold (refused although its evidence cleared `current`); no question is
-    asked again. With `current` None (no QABOT_MIN_EVIDENCE yet) every refusal counts as another reason.
-    The row of the current threshold is marked, and added to the grid when it is not on it.
+    asked again. The row of the current threshold is marked, and added to the grid when it is not on it.
     """
-    grid = sorted(set(thresholds) | ({round(current, 4)} if current is not None else set()))
+    grid = sorted(set(thresholds) | {round(current, 4)})
     unanswerable = [o for o in outcomes if o.unanswerable]
     answerable = [o for o in outcomes if not o.unanswerable]
 
     def refused_at(o: Outcome, t: float) -> bool:
-        by_threshold = current is not None and o.evidence < current
+        by_threshold = o.evidence < current
         return o.evidence < t or (o.refused and not by_threshold)
 
     rows = []
@@ -183,7 +181,7 @@ def refusal_tradeoff(
             "unanswerable_refused": round(refused_ok / len(unanswerable), 4) if unanswerable else 1.0,
             "false_refusals": wrongly,
             "false_refusal_rate": round(wrongly / len(answerable), 4) if answerable else 0.0,
-            "current": current is not None and t == round(current, 4),
+            "current": t == round(current, 4),
         })
     return rows
 
@@ -199,7 +197,7 @@ def percentile(values: list[float], q: float) -> float:
 def evaluate(pipeline: QAPipeline, questions: list[EvalQuestion], k: int = 3, name: str = "") -> EvalReport:
     """Ask every question once and score retrieval, answers, how they read, refusals and quotes."""
     report = EvalReport(name=name, questions=len(questions), k=k)
-    report.min_evidence = getattr(pipeline.settings, "min_evidence", None)
+    report.min_evidence = pipeline.settings.min_evidence
     hits = reciprocal = correct = refused_ok = leads_ok = firsts_ok = 0
     quotes_total = quotes_ok = 0
     latencies: list[float] = []

@@ -75,11 +75,10 @@ def test_the_tradeoff_counts_refusals_per_threshold_from_the_recorded_evidence()
     assert (by_threshold[0.55]["unanswerable_refused"], by_threshold[0.55]["false_refusals"]) == (1.0, 2)
     assert (by_threshold[1.0]["unanswerable_refused"], by_threshold[1.0]["false_refusals"]) == (1.0, 3)
     assert_monotone(rows)
-    # a threshold off the grid gets its own row; without one, every refusal is kept at every threshold
-    assert [row["threshold"] for row in refusal_tradeoff(outcomes, current=0.33) if row["current"]] == [0.33]
-    unset = refusal_tradeoff(outcomes, current=None)
-    assert not any(row["current"] for row in unset)
-    assert (unset[0]["unanswerable_refused"], unset[0]["false_refusals"]) == (round(2 / 3, 4), 1)
+    # a threshold off the grid gets its own row
+    off_grid = refusal_tradeoff(outcomes, current=0.33)
+    assert len(off_grid) == len(TRADEOFF_THRESHOLDS) + 1
+    assert [row["threshold"] for row in off_grid if row["current"]] == [0.33]
 
 
 def assert_monotone(rows: list[dict]) -> None:
@@ -133,8 +132,9 @@ def test_eval_scores_leads_first_sentences_and_refusals_of_a_hand_made_file(buil
     tradeoff = report["refusal_tradeoff"]
     assert_monotone(tradeoff)
     assert {row["threshold"] for row in tradeoff} >= set(TRADEOFF_THRESHOLDS)
-    # the row of the configured threshold (or, before QABOT_MIN_EVIDENCE exists, of 0) is what happened
-    today = next(row for row in tradeoff if row["current"]) if report["min_evidence"] is not None else tradeoff[0]
+    # the row of the configured threshold is what happened
+    assert report["min_evidence"] == make_settings(CORPUS, built_data_dir).min_evidence  # QABOT_MIN_EVIDENCE
+    (today,) = (row for row in tradeoff if row["current"])
     assert (today["unanswerable_refused"], today["false_refusals"]) == (report["refusal_rate"], report["false_refusals"])
 
     table = run_qabot("eval", "--questions", str(questions), env=env)
@@ -148,13 +148,15 @@ def test_lead_thresholds_fail_the_run_and_name_what_was_missed(built_data_dir: P
     env = {"QABOT_CORPUS_DIR": str(CORPUS), "QABOT_DATA_DIR": str(built_data_dir)}
     result = run_qabot("eval", "--questions", str(DEV_QUESTIONS), "--json", "--min-lead-contains", "1.01", env=env)
     assert_one_line_error(result, 1, "below threshold: lead contains")
-    assert json.loads(result.stdout)["lead_contains"] <= 1.0  # the report is still printed
+    measured = json.loads(result.stdout)  # the report is still printed
     result = run_qabot("eval", "--questions", str(DEV_QUESTIONS), "--json", "--min-lead-contains", "0",
                        "--max-median-lead-words", "0", env=env)
     assert_one_line_error(result, 1, "below threshold: median lead words")
     assert "lead contains" not in result.stderr
-    assert run_qabot("eval", "--questions", str(DEV_QUESTIONS), "--json", "--min-lead-contains", "0.5",
-                     "--max-median-lead-words", "500", env=env).returncode == 0
+    at_the_limits = run_qabot("eval", "--questions", str(DEV_QUESTIONS), "--json",
+                              "--min-lead-contains", str(measured["lead_contains"]),
+                              "--max-median-lead-words", str(measured["median_lead_words"]), env=env)
+    assert at_the_limits.returncode == 0, at_the_limits.stderr  # a value equal to its limit passes
 
 
 def test_eval_refuses_a_folder_that_is_not_an_eval_set_and_a_call_without_questions(tmp_path: Path) -> None:
