@@ -12,17 +12,16 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Any
 
 import click
 
 from rag.errors import QabotError
-from rag.settings import Settings, load_settings
+from rag.settings import Settings, load_env_file, load_settings
 
-EXIT_SKIPPED = 1
+from .cli_common import EXIT_CODES_HELP, EXIT_SKIPPED, fail, pass_settings, user_errors
+from .discord_cli import discord_command, feedback_group
+from .health import health_command
 
 
 def _quiet_libraries(level: str) -> None:
@@ -40,31 +39,7 @@ def _quiet_libraries(level: str) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
-def fail(message: str, code: int = 1) -> None:
-    click.echo(f"qabot: error: {message}", err=True)
-    sys.exit(code)
-
-
-def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a QabotError into one line on stderr and its exit code; Ctrl-C into exit 130."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except QabotError as exc:
-            fail(str(exc), exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-
-    return wrapper
-
-
-pass_settings = click.make_pass_decorator(Settings)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
 @click.option("--corpus", type=click.Path(path_type=Path), help="Corpus folder (QABOT_CORPUS_DIR).")
 @click.option("--data", type=click.Path(path_type=Path), help="Data folder for the index (QABOT_DATA_DIR).")
 @click.option("--env-file", type=click.Path(path_type=Path), default=None, help="Read settings from this file instead of ./.env.")
@@ -72,12 +47,11 @@ pass_settings = click.make_pass_decorator(Settings)
 @click.pass_context
 def cli(ctx: click.Context, corpus: Path | None, data: Path | None, env_file: Path | None) -> None:
     """Answer questions about a corpus of news articles, quoting the articles."""
-    from dotenv import load_dotenv
-
     if env_file is not None and not env_file.is_file():
         fail(f"--env-file {env_file} does not exist", 2)
-    load_dotenv(env_file or Path.cwd() / ".env", override=False)
     try:
+        for warning in load_env_file(env_file or Path(".env")):
+            click.echo(f"qabot: warning: {warning}", err=True)
         settings = load_settings(corpus_dir=corpus, data_dir=data)
     except QabotError as exc:
         fail(str(exc), exc.exit_code)
@@ -96,7 +70,9 @@ def ingest(settings: Settings, rebuild: bool, strict: bool, as_json: bool) -> No
     """Index the corpus folder, embedding only new or changed articles.
 
     Exit code 0 when every file was ingested, 1 when some were skipped (each is listed with
-    its reason), 2 for bad settings.
+    its reason) or on another error, 2 for bad settings, 3 when the index cannot be used
+    (Chroma server unreachable, another process writing, a damaged index, or no space left
+    on the device holding the data folder: free space and run it again).
     """
     from rag.index import Index
 
@@ -151,7 +127,7 @@ def ask(settings: Settings, question: str | None, as_json: bool) -> None:
     \b
     qabot ask "Who signed the US-Poland agreement?"
     qabot ask --json "Who signed the US-Poland agreement?"
-    printf 'q1\nq2\n' | qabot ask --json      # one JSON object per line, in order
+    printf 'q1\\nq2\\n' | qabot ask --json      # one JSON object per line, in order
     """
     from rich.console import Console
 
@@ -268,12 +244,8 @@ def _missed_thresholds(report: dict[str, Any], limits: dict[str, float | None]) 
     ]
 
 
-from .discord_cli import register as _register_discord  # noqa: E402 - commands in their own module
-
-_register_discord(cli)
-
-from .health import health_command  # noqa: E402 - commands in their own module
-
+cli.add_command(discord_command)
+cli.add_command(feedback_group)
 cli.add_command(health_command)
 
 

@@ -1,8 +1,4 @@
-"""`qabot discord` (run the bot) and `qabot feedback export` (votes as JSONL).
-
-Registered by `bot/cli.py`, which imports this module last; `user_errors` is looked up
-from there at call time, so either module can be imported first.
-"""
+"""`qabot discord` (run the bot) and `qabot feedback export` (votes as JSONL); added to the group by `bot/cli.py`."""
 
 from __future__ import annotations
 
@@ -19,28 +15,23 @@ import click
 from rag.errors import QabotError, SettingsError
 from rag.settings import Settings
 
-log = logging.getLogger("qabot.discord")
+from .cli_common import pass_settings, user_errors
 
-pass_settings = click.make_pass_decorator(Settings)  # same as bot.cli.pass_settings
+log = logging.getLogger("qabot.discord")
 
 TOKEN_HINT = "set DISCORD_TOKEN in the environment or .env to the bot token from the Discord developer portal (Bot → Reset Token)"
 
 
-def _user_errors(func: Callable[..., Any], *args: Any) -> Any:
-    from bot.cli import user_errors
-
-    return user_errors(func)(*args)
-
-
 @click.command("discord")
 @pass_settings
+@user_errors
 def discord_command(settings: Settings) -> None:
     """Run the Discord bot (needs DISCORD_TOKEN; see the README for creating the application).
 
     Answers mentions, replies to its answers and /ask in the allowed channels (and DMs when
     QABOT_DISCORD_DMS is true), each in a thread for follow-ups. Stops on Ctrl-C.
     """
-    _user_errors(run_discord, settings)
+    run_discord(settings)
 
 
 def run_discord(settings: Settings, pipeline_factory: Callable[[Settings], Any] | None = None) -> None:
@@ -112,22 +103,22 @@ def feedback_group() -> None:
 
 @feedback_group.command("export")
 @pass_settings
+@user_errors
 def feedback_export(settings: Settings) -> None:
-    """Print every vote as one JSON object per line (question, answer, sources, vote, user hash, time)."""
+    """Print every vote as one JSON object per line (question, answer, sources, vote, user hash, time).
 
-    def export() -> None:
-        from .feedback import FeedbackStore
+    Exits 2 when the data folder does not exist and 1 when it holds no feedback yet (the
+    Discord bot creates it): a mistyped --data must not look like "no votes".
+    """
+    from .feedback import FeedbackStore
 
-        path = settings.data_dir / FeedbackStore.FILENAME
-        if not path.exists():
-            return  # no bot has run here yet: nothing to export
-        for line in FeedbackStore(path).export_jsonl():
-            click.echo(line)
-
-    _user_errors(export)
-
-
-def register(group: click.Group) -> None:
-    """Add `discord` and `feedback` to the `qabot` command group."""
-    group.add_command(discord_command)
-    group.add_command(feedback_group)
+    path = settings.data_dir / FeedbackStore.FILENAME
+    if not settings.data_dir.is_dir():
+        raise SettingsError(f"data folder {settings.data_dir} does not exist; check --data or QABOT_DATA_DIR")
+    if not path.is_file():
+        raise QabotError(
+            f"no feedback in {settings.data_dir} ({FeedbackStore.FILENAME} is created when `qabot discord` runs); "
+            "check --data or QABOT_DATA_DIR"
+        )
+    for line in FeedbackStore(path).export_jsonl():
+        click.echo(line)

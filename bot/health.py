@@ -2,14 +2,12 @@
 
 Used as the Docker image's HEALTHCHECK and by hand. It only reads: it never creates the
 index, takes the writer lock or loads the model weights, so it is safe and quick (about a
-second) next to a running bot. Registered by `bot/cli.py`; `user_errors` is looked up from
-there at call time, as in `bot/discord_cli.py`.
+second) next to a running bot. Added to the command group by `bot/cli.py`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +17,7 @@ import click
 from rag.errors import QabotError
 from rag.settings import Settings
 
-pass_settings = click.make_pass_decorator(Settings)  # same as bot.cli.pass_settings
+from .cli_common import pass_settings, user_errors
 
 Status = Literal["ok", "warn", "fail"]
 #: Files a sentence-transformers model folder needs, besides its weights (rag.onnx_embed.WEIGHT_FILES).
@@ -35,15 +33,10 @@ class Check:
     detail: str
 
 
-def _user_errors(func: Callable[..., Any], *args: Any) -> Any:
-    from bot.cli import user_errors
-
-    return user_errors(func)(*args)
-
-
 @click.command("health")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of one line per check.")
 @pass_settings
+@user_errors
 def health_command(settings: Settings, as_json: bool) -> None:
     """Check settings, embedding model, Chroma and the index; exit 1 if any check fails.
 
@@ -51,10 +44,6 @@ def health_command(settings: Settings, as_json: bool) -> None:
     qabot health          # one line per check: ok / warn / FAIL
     qabot health --json   # {"ok": true, "checks": [{"name": ..., "status": ..., "detail": ...}]}
     """
-    _user_errors(_report, settings, as_json)
-
-
-def _report(settings: Settings, as_json: bool) -> None:
     checks = run_checks(settings)
     healthy = all(c.status != "fail" for c in checks)
     if as_json:

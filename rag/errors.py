@@ -1,6 +1,15 @@
-"""The one exception type whose message is meant for the user."""
+"""The one exception type whose message is meant for the user, and the exit codes it maps to."""
 
 from __future__ import annotations
+
+#: The one exit-code scheme of every `qabot` command (listed by `qabot --help` and the README).
+EXIT_CODES: dict[int, str] = {
+    0: "success",
+    1: "an error, a failed check or threshold, or (ingest) some files skipped",
+    2: "invalid settings or usage",
+    3: "the index cannot be used (server unreachable, another writer, damaged, or its disk is full)",
+    130: "interrupted",
+}
 
 
 class QabotError(Exception):
@@ -29,3 +38,16 @@ class StoreUnavailableError(QabotError):
     """The vector store cannot be reached or opened (server down, folder locked)."""
 
     exit_code = 3
+
+
+class DiskFullError(StoreUnavailableError):
+    """The device holding the data folder has no room for the next write; nothing was half-written."""
+
+
+class IndexDamagedError(StoreUnavailableError):
+    """Chroma's files cannot be read: `vectors` (rebuilt from the corpus by the next sync) or `database`
+    (`qabot ingest --rebuild` sets it aside and starts anew)."""
+
+    def __init__(self, message: str, part: str) -> None:
+        super().__init__(message)
+        self.part = part

@@ -1,16 +1,20 @@
 """One frozen settings object, read from the environment (and `.env`) once at the edge.
 
-Every variable is declared once in `SETTINGS_SPEC` with its default and a one-line
-description; `.env.example` and the README table are checked against it in the tests,
-so documentation cannot drift from the code.
+Every variable is declared once in `SETTINGS_SPEC` with its default, a one-line description
+and the values it allows; parsing and validation derive from that declaration, and
+`.env.example` and the README table are generated from it (the tests compare them), so
+documentation cannot drift from the code.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
+import logging
+import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +27,18 @@ ANSWERERS = ("extractive", "openai", "ollama", "anthropic")
 PACKAGED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
+_INT = re.compile(r"[+-]?[0-9]+")
+_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
 @dataclass(frozen=True)
 class Var:
-    """One environment variable: the attribute it fills, its default and what it means."""
+    """One environment variable: the attribute it fills, its default, what it means and what it allows.
+
+    The allowed values are declared here and nowhere else: parsing, validation, the README table
+    and `.env.example` all derive from them.
+    """
 
     env: str
     attr: str
@@ -33,82 +46,142 @@ class Var:
     help: str
     kind: str = "str"  # str | int | float | bool | path
     secret: bool = False
+    low: float | None = None  # int/float: smallest allowed value
+    high: float | None = None  # int/float: largest allowed value
+    choices: tuple[str, ...] = ()  # str: the allowed values (matched case-insensitively)
+    pattern: str = ""  # str: a regular expression the whole value must match...
+    shape: str = ""  # ...and how to say it to a user
 
+    @property
+    def allowed(self) -> str:
+        """The declared range in words, as the README, `.env.example` and error messages show it."""
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind in ("int", "float"):
+            return f"{_number(self.low)}..{_number(self.high)}"
+        if self.choices:
+            return ", ".join(self.choices)
+        if self.pattern:
+            return self.shape
+        if self.kind == "path":
+            return "a folder path"
+        return "any text"
+
+    def parse(self, raw: str) -> Any:
+        """The typed value of `raw` (from the environment or .env), or a SettingsError naming the range."""
+        text = raw.strip()
+        if self.kind == "int":
+            value: Any = int(text) if _INT.fullmatch(text) else None
+            if value is None:
+                raise self.error(raw, "not a whole number")
+        elif self.kind == "float":
+            value = float(text) if _FLOAT.fullmatch(text) else None
+            if value is None or not math.isfinite(value):
+                raise self.error(raw, "not a finite number")
+        elif self.kind == "bool":
+            if text.lower() not in _TRUE + _FALSE:
+                raise self.error(raw, "not true or false")
+            value = text.lower() in _TRUE
+        elif self.kind == "path":
+            if not text:
+                raise self.error(raw, "empty")
+            value = Path(text).expanduser()
+        else:
+            value = next((c for c in self.choices if c.lower() == text.lower()), text)
+        self.check(value, raw)
+        return value
+
+    def check(self, value: Any, raw: str | None = None) -> None:
+        """Raise a SettingsError if `value` (typed) is outside the declared range."""
+        shown = raw if raw is not None else value
+        if self.kind in ("int", "float"):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise self.error(shown, "not a number")
+            if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+                raise self.error(shown, "out of range")
+        elif self.choices and value not in self.choices:
+            raise self.error(shown, "not a known value")
+        elif self.pattern and not re.fullmatch(self.pattern, str(value)):
+            raise self.error(shown, f"not {self.shape}")
+
+    def error(self, shown: Any, problem: str) -> SettingsError:
+        value = repr(shown) if len(repr(shown)) <= 60 else repr(shown)[:57] + "…"
+        return SettingsError(f"{self.env}={value} is {problem} (allowed: {self.allowed}); fix it in the environment or .env")
+
+
+def _number(x: float | None) -> str:
+    return "" if x is None else f"{x:g}"
+
+
+_IDS = r"[0-9]{1,20}"
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 SETTINGS_SPEC: tuple[Var, ...] = (
     # Where things live
     Var("QABOT_CORPUS_DIR", "corpus_dir", "corpus", "Folder of articles to index (.txt, .md, .html).", "path"),
     Var("QABOT_DATA_DIR", "data_dir", "data", "Folder for the embedded Chroma index and bot state.", "path"),
-    Var("QABOT_COLLECTION", "collection", "qabot", "Chroma collection name."),
-    Var("CHROMA_HOST", "chroma_host", "", "Chroma server host; empty uses the embedded index in QABOT_DATA_DIR."),
-    Var("CHROMA_PORT", "chroma_port", "8000", "Chroma server port.", "int"),
+    Var("QABOT_COLLECTION", "collection", "qabot", "Chroma collection name.",
+        pattern=r"[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]", shape="3-512 letters, digits, '.', '-' or '_'"),
+    Var("CHROMA_HOST", "chroma_host", "", "Chroma server host; empty uses the embedded index in QABOT_DATA_DIR.",
+        pattern=r"[A-Za-z0-9._:\[\]-]*|https?://[^\s/]+/?", shape="empty, a host name or an http(s):// URL"),
+    Var("CHROMA_PORT", "chroma_port", "8000", "Chroma server port.", "int", low=1, high=65535),
     Var("CHROMA_SSL", "chroma_ssl", "false", "Use HTTPS to reach the Chroma server.", "bool"),
     Var("CHROMA_AUTH_TOKEN", "chroma_auth_token", "", "Bearer token for a Chroma server with auth.", secret=True),
     # Ingestion
     Var("QABOT_EMBED_MODEL", "embed_model", PACKAGED_MODEL,
         "Sentence-transformers model name or folder; the default is packaged and works offline."),
-    Var("QABOT_EMBED_BATCH_SIZE", "embed_batch_size", "64", "Chunks embedded per batch.", "int"),
-    Var("QABOT_CHUNK_SIZE", "chunk_size", "200", "Chunk size in model wordpieces (the default model reads 256).", "int"),
-    Var("QABOT_CHUNK_OVERLAP", "chunk_overlap", "40", "Wordpieces shared by neighbouring chunks.", "int"),
-    Var("QABOT_MAX_FILE_MB", "max_file_mb", "10", "Files larger than this are skipped with a reason.", "float"),
+    Var("QABOT_EMBED_BATCH_SIZE", "embed_batch_size", "64", "Chunks embedded per batch.", "int", low=1, high=1024),
+    Var("QABOT_CHUNK_SIZE", "chunk_size", "200", "Chunk size in model wordpieces (the default model reads 256).",
+        "int", low=16, high=8192),
+    Var("QABOT_CHUNK_OVERLAP", "chunk_overlap", "40",
+        "Wordpieces shared by neighbouring chunks (under half of QABOT_CHUNK_SIZE).", "int", low=0, high=4095),
+    Var("QABOT_MAX_FILE_MB", "max_file_mb", "10", "Files larger than this are skipped with a reason.", "float",
+        low=0.01, high=1000),
     Var("QABOT_TORCH_THREADS", "torch_threads", "1",
-        "Torch intra-op threads; 1 keeps query latency stable on a busy machine, 0 lets torch decide.", "int"),
+        "Torch intra-op threads; 1 keeps query latency stable on a busy machine, 0 lets torch decide.", "int",
+        low=0, high=256),
     # Retrieval and answering
-    Var("QABOT_TOP_K", "top_k", "5", "Chunks retrieved per question (after fusing dense and keyword).", "int"),
+    Var("QABOT_TOP_K", "top_k", "5", "Chunks retrieved per question (after fusing dense and keyword).", "int",
+        low=1, high=50),
     Var("QABOT_SENTENCE_PRECISION", "sentence_precision", "int8",
-        "int8 or float32: the model copy the offline answerer ranks sentences with (int8 is ~2.4x faster; "
-        "the index is always float32)."),
-    Var("QABOT_ANSWERER", "answerer", "extractive", "extractive (offline), openai, ollama or anthropic."),
+        "The model copy the offline answerer ranks sentences with (int8 is ~2.4x faster; "
+        "the index is always float32).", choices=("int8", "float32")),
+    Var("QABOT_ANSWERER", "answerer", "extractive", "Who writes the answers: extractive is offline.",
+        choices=ANSWERERS),
     Var("QABOT_REFUSE", "refuse", "true", "Refuse questions the corpus does not cover.", "bool"),
     Var("QABOT_MIN_EVIDENCE", "min_evidence", "0.25",
         "Refuse when the best evidence sentence covers the question less than this (0..1: its share of the "
-        "question's rare words, names and numbers required; see README).", "float"),
-    Var("QABOT_MAX_QUESTION_CHARS", "max_question_chars", "2000", "Longer questions are refused.", "int"),
+        "question's rare words, names and numbers required; see README).", "float", low=0, high=1),
+    Var("QABOT_MAX_QUESTION_CHARS", "max_question_chars", "2000", "Longer questions are refused.", "int",
+        low=1, high=100_000),
     Var("QABOT_LLM_MODEL", "llm_model", "", "Model name for the LLM answerer (e.g. gpt-4o-mini, llama3.1)."),
     Var("QABOT_LLM_BASE_URL", "llm_base_url", "",
-        "Base URL of an OpenAI-compatible server or Ollama; empty uses the provider's default."),
+        "Base URL of an OpenAI-compatible server or Ollama; empty uses the provider's default.",
+        pattern=r"|https?://\S+", shape="empty or an http(s):// URL"),
     Var("QABOT_LLM_INSTRUCTIONS", "llm_instructions", "",
         "Extra instructions appended to the LLM's system prompt (e.g. 'Answer in German.')."),
-    Var("QABOT_LLM_TIMEOUT", "llm_timeout", "30", "Seconds before an LLM call is abandoned for the offline answer.", "float"),
+    Var("QABOT_LLM_TIMEOUT", "llm_timeout", "30", "Seconds before an LLM call is abandoned for the offline answer.",
+        "float", low=0.1, high=3600),
     Var("OPENAI_API_KEY", "openai_api_key", "", "Key for the openai answerer.", secret=True),
     Var("ANTHROPIC_API_KEY", "anthropic_api_key", "", "Key for the anthropic answerer.", secret=True),
     # Discord
     Var("DISCORD_TOKEN", "discord_token", "", "Bot token from the Discord developer portal.", secret=True),
-    Var("QABOT_DISCORD_GUILD_ID", "discord_guild_id", "", "Sync slash commands to this guild only (instant)."),
-    Var("QABOT_DISCORD_CHANNELS", "discord_channels", "", "Comma-separated channel ids to answer in; empty = all."),
+    Var("QABOT_DISCORD_GUILD_ID", "discord_guild_id", "", "Sync slash commands to this guild only (instant).",
+        pattern=f"|{_IDS}", shape="empty or a numeric guild id"),
+    Var("QABOT_DISCORD_CHANNELS", "discord_channels", "", "Comma-separated channel ids to answer in; empty = all.",
+        pattern=rf"\s*(?:{_IDS}\s*(?:,\s*{_IDS}\s*)*,?\s*)?", shape="comma-separated channel ids"),
     Var("QABOT_DISCORD_DMS", "discord_dms", "false", "Answer direct messages.", "bool"),
     Var("QABOT_DISCORD_AUTOSHARD", "discord_autoshard", "false",
         "Run as discord.py's AutoShardedClient (Discord picks the shard count; required past 2,500 guilds).", "bool"),
-    Var("QABOT_RATE_LIMIT", "rate_limit", "5", "Questions per user per minute.", "int"),
-    Var("QABOT_MAX_CONCURRENT", "max_concurrent", "2", "Answers computed at the same time.", "int"),
-    Var("QABOT_LOG_LEVEL", "log_level", "INFO", "Logging level."),
+    Var("QABOT_RATE_LIMIT", "rate_limit", "5", "Questions per user per minute; 0 turns the limit off.", "int",
+        low=0, high=10_000),
+    Var("QABOT_MAX_CONCURRENT", "max_concurrent", "2", "Answers computed at the same time.", "int", low=1, high=64),
+    Var("QABOT_LOG_LEVEL", "log_level", "INFO", "Logging level.", choices=_LOG_LEVELS),
 )
 
 
 def _default_values() -> dict[str, Any]:
-    return {v.attr: _convert(v, v.default) for v in SETTINGS_SPEC}
-
-
-def _convert(var: Var, raw: str) -> Any:
-    raw = raw.strip()
-    try:
-        if var.kind == "int":
-            return int(raw)
-        if var.kind == "float":
-            return float(raw)
-        if var.kind == "bool":
-            lowered = raw.lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off", ""):
-                return False
-            raise ValueError(raw)
-        if var.kind == "path":
-            return Path(raw).expanduser()
-    except ValueError:
-        expected = {"int": "a whole number", "float": "a number", "bool": "true or false"}[var.kind]
-        raise SettingsError(f"{var.env}={raw!r} is not {expected}; fix it in the environment or .env") from None
-    return raw
+    return {v.attr: v.parse(v.default) for v in SETTINGS_SPEC}
 
 
 @dataclass(frozen=True)
@@ -164,54 +237,27 @@ class Settings:
 
 
 def validate(s: Settings) -> Settings:
-    """Reject settings that would fail later in a confusing way."""
-
-    def bad(env: str, why: str) -> SettingsError:
-        return SettingsError(f"{env}: {why}; fix it in the environment or .env")
-
-    if s.answerer not in ANSWERERS:
-        raise bad("QABOT_ANSWERER", f"unknown answerer {s.answerer!r} (choose one of {', '.join(ANSWERERS)})")
-    if s.sentence_precision not in ("int8", "float32"):
-        raise bad("QABOT_SENTENCE_PRECISION", f"{s.sentence_precision!r} is not int8 or float32")
-    if not 16 <= s.chunk_size <= 8192:
-        raise bad("QABOT_CHUNK_SIZE", f"{s.chunk_size} is outside 16..8192")
-    if not 0 <= s.chunk_overlap < s.chunk_size // 2:
-        raise bad("QABOT_CHUNK_OVERLAP", f"{s.chunk_overlap} must be at least 0 and under half the chunk size")
-    if s.top_k < 1 or s.top_k > 50:
-        raise bad("QABOT_TOP_K", f"{s.top_k} is outside 1..50")
-    if s.embed_batch_size < 1:
-        raise bad("QABOT_EMBED_BATCH_SIZE", "must be at least 1")
-    if not 0.0 <= s.min_evidence <= 1.0:
-        raise bad("QABOT_MIN_EVIDENCE", f"{s.min_evidence} is outside 0..1")
-    if s.max_file_mb <= 0:
-        raise bad("QABOT_MAX_FILE_MB", "must be positive")
-    if s.max_question_chars < 1:
-        raise bad("QABOT_MAX_QUESTION_CHARS", "must be at least 1")
-    if s.llm_timeout <= 0:
-        raise bad("QABOT_LLM_TIMEOUT", "must be positive")
-    if s.rate_limit < 0 or s.max_concurrent < 1:
-        raise bad("QABOT_RATE_LIMIT/QABOT_MAX_CONCURRENT", "must be >= 0 and >= 1")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]", s.collection):
-        raise bad("QABOT_COLLECTION", f"{s.collection!r} must be 3-512 letters, digits, '.', '-' or '_'")
-    try:
-        _ = s.channel_allowlist
-    except ValueError:
-        raise bad("QABOT_DISCORD_CHANNELS", "must be comma-separated channel ids") from None
-    if s.discord_guild_id and not s.discord_guild_id.isdigit():
-        raise bad("QABOT_DISCORD_GUILD_ID", "must be a numeric guild id")
+    """Reject settings outside their declared ranges (SETTINGS_SPEC) or inconsistent with each other."""
+    for var in SETTINGS_SPEC:
+        var.check(getattr(s, var.attr))
+    if s.chunk_overlap >= s.chunk_size // 2:
+        raise SettingsError(
+            f"QABOT_CHUNK_OVERLAP={s.chunk_overlap} is out of range (allowed: 0..{s.chunk_size // 2 - 1}, under half "
+            f"of QABOT_CHUNK_SIZE={s.chunk_size}); fix it in the environment or .env"
+        )
     return s
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Build the settings from `environ` (default: the process environment) plus explicit overrides.
 
-    `.env` is not read here: `main()` calls `load_dotenv()` first, so tests stay hermetic.
+    `.env` is not read here: `main()` calls `load_env_file()` first, so tests stay hermetic.
     """
     env = os.environ if environ is None else environ
     values = _default_values()
     for var in SETTINGS_SPEC:
         if var.env in env:
-            values[var.attr] = _convert(var, env[var.env])
+            values[var.attr] = var.parse(env[var.env])
     values.update({k: v for k, v in overrides.items() if v is not None})
     for var in SETTINGS_SPEC:  # library callers may pass folders as strings
         if var.kind == "path" and isinstance(values[var.attr], str):
@@ -219,12 +265,48 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     return validate(Settings(**values))
 
 
+def load_env_file(path: Path, environ: MutableMapping[str, str] | None = None) -> list[str]:
+    """Read a `.env` file into `environ` (variables already set win) and return one warning per bad line.
+
+    python-dotenv warns about a bad line each time the file is parsed, and chromadb parses
+    `./.env` again for each of its settings objects (eight times per command, measured); it also
+    stops with a 47-line traceback on a file that is not UTF-8. So the file is decoded and
+    checked here once, and dotenv's own warnings are silenced for the rest of the process.
+    """
+    from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
+
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise SettingsError(f"cannot read {path} ({exc.strerror or exc}); fix its permissions or remove it") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SettingsError(
+            f"{path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); save it as UTF-8"
+        ) from None
+    logging.getLogger("dotenv.main").setLevel(logging.ERROR)
+    warnings = [
+        f"{path} line {binding.original.line} is not KEY=VALUE; it was ignored"
+        for binding in parse_stream(io.StringIO(text)) if binding.error
+    ]
+    target = os.environ if environ is None else environ
+    for key, value in dotenv_values(stream=io.StringIO(text)).items():
+        if value is not None and key not in target:
+            target[key] = value
+    return warnings
+
+
 _SECTIONS = {"QABOT_CORPUS_DIR": "Where things live", "QABOT_EMBED_MODEL": "Ingestion",
              "QABOT_TOP_K": "Retrieval and answering", "DISCORD_TOKEN": "Discord"}
 
 
 def env_example() -> str:
-    """The text of `.env.example`: every variable with its help and default (tests keep the file equal)."""
+    """The text of `.env.example`: every variable with its help, range and default (tests keep the file equal)."""
     out = [
         "# qabot settings. Copy to .env and change what you need; every line shows the default.",
         "# Real environment variables win over this file. Never commit your .env (it is in .gitignore).",
@@ -232,11 +314,11 @@ def env_example() -> str:
     for var in SETTINGS_SPEC:
         if var.env in _SECTIONS:
             out += ["", f"# --- {_SECTIONS[var.env]} ---"]
-        out += [f"# {var.help}", f"{var.env}={var.default}"]
+        out += [f"# {var.help} Allowed: {var.allowed}.", f"{var.env}={var.default}"]
     return "\n".join(out) + "\n"
 
 
 def settings_table() -> str:
     """The README's settings table (Markdown)."""
-    rows = [f"| `{v.env}` | `{v.default}` | {v.help} |" for v in SETTINGS_SPEC]
-    return "\n".join(["| variable | default | meaning |", "|---|---|---|", *rows]) + "\n"
+    rows = [f"| `{v.env}` | `{v.default}` | {v.allowed} | {v.help} |" for v in SETTINGS_SPEC]
+    return "\n".join(["| variable | default | allowed | meaning |", "|---|---|---|---|", *rows]) + "\n"
