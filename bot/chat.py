@@ -12,6 +12,7 @@ from rag.errors import QabotError
 from rag.pipeline import QAPipeline
 from rag.types import Answer, Turn
 
+from .progress import spinner
 from .render import print_answer, print_sources
 
 HELP = """Ask a question about the articles, or type a command:
@@ -67,7 +68,7 @@ def run_chat(pipeline: QAPipeline, console: Console, history_size: int = CONVERS
             console.print(f"[red]Unknown command {text.split()[0]}[/red]; /help lists them.")
             continue
         try:
-            with console.status("thinking…", spinner="dots"):
+            with spinner(console, "thinking…"):
                 answer = pipeline.ask(text, history)
         except KeyboardInterrupt:
             console.print("[dim]cancelled[/dim]")

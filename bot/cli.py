@@ -101,6 +101,8 @@ def _pipeline(settings: Settings, quiet: bool = False):  # -> QAPipeline
     from rag.index import Index
     from rag.pipeline import QAPipeline
 
+    from .progress import spinner
+
     def load() -> QAPipeline:
         # ask/chat/eval sync only when no other process is writing the index (rag/lock.py)
         return QAPipeline.from_settings(settings, index=Index.from_settings(settings, lock="if-free"))
@@ -108,7 +110,7 @@ def _pipeline(settings: Settings, quiet: bool = False):  # -> QAPipeline
     console = Console(stderr=True, highlight=False)
     if quiet or not console.is_terminal:
         return load()
-    with console.status("loading the index and model…", spinner="dots"):
+    with spinner(console, "loading the index and model…"):
         pipeline = load()
     report = pipeline.sync_report
     if report is not None and (report.added or report.updated or report.removed or report.skipped):

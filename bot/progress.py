@@ -1,13 +1,50 @@
-"""A progress bar for long ingests, shown only on a terminal."""
+"""Progress on a terminal: a bar for long ingests, a spinner while loading or answering."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+@contextmanager
+def spinner(console: Console, text: str) -> Iterator[None]:
+    """A spinner saying `text`; log records meanwhile show as its progress, never written through it.
+
+    The first question makes the int8 ONNX copy of the model (seconds, once): its "making the
+    ONNX file" record becomes the spinner's text instead of a log line printed over the spinner
+    and into the answer. Warnings are printed above the spinner.
+    """
+    with console.status(text, spinner="dots") as status:
+        root = logging.getLogger()
+        saved = root.handlers[:]
+        root.handlers = [_SpinnerHandler(console, status, text)]
+        try:
+            yield
+        finally:
+            root.handlers = saved
+
+
+class _SpinnerHandler(logging.Handler):
+    def __init__(self, console: Console, status: Any, text: str) -> None:
+        super().__init__()
+        self.console, self.status, self.text = console, status, text
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = escape(record.getMessage())
+            if record.levelno < logging.WARNING:
+                self.status.update(f"{self.text} [dim]({message})[/dim]")
+            else:
+                self.console.print(f"[yellow]{record.levelname.lower()}:[/yellow] {message}")
+        except Exception:  # a log record must never break the command it reports on
+            self.handleError(record)
 
 
 @contextmanager

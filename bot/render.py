@@ -27,10 +27,15 @@ def print_answer(console: Console, answer: Answer) -> None:
 
 
 def print_sources(console: Console, answer: Answer | None) -> None:
-    if answer is None or not answer.sources:
+    """The sources of the last answer, or why there are none."""
+    if answer is None:
         console.print("[dim]No sources yet: ask a question first.[/dim]")
-        return
-    print_answer(console, Answer(answer.question, "", answer.sources))
+    elif answer.refused:
+        console.print("[dim]No sources: the last question was not answered (the articles do not cover it).[/dim]")
+    elif not answer.sources:
+        console.print("[dim]The last answer has no sources.[/dim]")
+    else:
+        print_answer(console, Answer(answer.question, "", answer.sources))
 
 
 def eval_table(report: dict) -> Table:

@@ -7,10 +7,11 @@ from types import TracebackType
 from typing import Any, Literal
 
 from .embed import Embedder, resolve_model
+from .errors import DiskFullError, IndexDamagedError
 from .ingest import IngestReport, Progress, sync_corpus
 from .lock import IndexLockedError, WriterLock
 from .settings import Settings
-from .store import ChunkStore, open_client
+from .store import ChunkStore, open_client, set_aside
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +60,14 @@ class Index:
         if writer is not None and (lock != "if-free" or rebuild):
             writer.acquire()
         try:
-            client = open_client(settings)
             if rebuild:
-                store = ChunkStore.recreate(client, settings.collection, embedder.model_id)
-            elif writer is None or writer.held or writer.try_acquire():
-                store = ChunkStore.open(client, settings.collection, embedder.model_id)
+                client, store = _rebuild(settings, embedder.model_id)
             else:
-                store = _open_existing(client, settings, embedder.model_id, writer)
+                client = open_client(settings)
+                if writer is None or writer.held or writer.try_acquire():
+                    store = ChunkStore.open(client, settings.collection, embedder.model_id)
+                else:
+                    store = _open_existing(client, settings, embedder.model_id, writer)
         finally:
             if writer is not None and lock != "hold":
                 writer.release_all()
@@ -74,16 +76,34 @@ class Index:
     def sync(self, *, progress: Progress | None = None, strict: bool = False) -> IngestReport:
         """Embed what changed in the corpus folder since the last sync."""
         if self.lock is None or self.lock.held:
-            return sync_corpus(self.settings, self.store, self.embedder, progress=progress, strict=strict)
+            return self._sync(progress, strict)
         if self.policy == "if-free":
             if not self.lock.try_acquire():
-                return self._unsynced()
+                return self._unsynced(f"another qabot process ({self.lock.owner() or 'unknown'}) is writing the index "
+                                      f"in {self.settings.data_dir}")
         else:
             self.lock.acquire()
         try:
-            return sync_corpus(self.settings, self.store, self.embedder, progress=progress, strict=strict)
+            return self._sync(progress, strict)
+        except DiskFullError as exc:
+            if self.policy != "if-free":
+                raise
+            return self._unsynced(str(exc).split(";")[0])
         finally:
             self.lock.release()
+
+    def _sync(self, progress: Progress | None, strict: bool) -> IngestReport:
+        try:
+            return sync_corpus(self.settings, self.store, self.embedder, progress=progress, strict=strict)
+        except IndexDamagedError as exc:
+            if exc.part != "vectors":
+                raise
+        # Chroma's vector files are derived data, and the vectors in them are gone (a write that ran out
+        # of space rewrote them half-way): the only source left is the corpus. Start the collection over.
+        log.warning("the index's vector files could not be read; rebuilding collection %r from %s",
+                    self.settings.collection, self.settings.corpus_dir)
+        self.store = ChunkStore.recreate(self.client, self.settings.collection, self.embedder.model_id)
+        return sync_corpus(self.settings, self.store, self.embedder, progress=progress, strict=strict)
 
     def close(self) -> None:
         """Give up the writer lock if this index holds it (policy "hold"); reading still works."""
@@ -96,17 +116,30 @@ class Index:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
-    def _unsynced(self) -> IngestReport:
-        """What a skipped sync reports: the index as it is, nothing changed."""
-        assert self.lock is not None
+    def _unsynced(self, why: str) -> IngestReport:
+        """What a skipped sync reports: the index as it is, nothing changed (said once per process)."""
         if not self._warned:
             self._warned = True
-            log.warning(
-                "another qabot process (%s) is writing the index in %s; answering from the index as it is, "
-                "without syncing %s", self.lock.owner() or "unknown", self.settings.data_dir, self.settings.corpus_dir,
-            )
+            log.warning("%s; answering from the index as it is, without syncing %s", why, self.settings.corpus_dir)
         markers = self.store.markers()
         return IngestReport(documents=len(markers), chunks=self.store.count())
+
+
+def _rebuild(settings: Settings, model_id: str) -> tuple[Any, ChunkStore]:
+    """An empty collection for `qabot ingest --rebuild`; a damaged embedded index is set aside first."""
+    client = None
+    try:
+        client = open_client(settings)
+        return client, ChunkStore.recreate(client, settings.collection, model_id)
+    except IndexDamagedError:
+        if settings.server_mode:
+            raise
+    if client is not None:
+        client.close()  # chromadb shares one open database per folder within a process
+    aside = set_aside(settings)
+    log.warning("the damaged index was moved to %s (delete it once you no longer need it); building a new one", aside)
+    client = open_client(settings)
+    return client, ChunkStore.open(client, settings.collection, model_id)
 
 
 def _open_existing(client: Any, settings: Settings, model_id: str, writer: WriterLock) -> ChunkStore:

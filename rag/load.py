@@ -19,6 +19,9 @@ from pathlib import Path
 TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown"})
 HTML_SUFFIXES = frozenset({".html", ".htm"})
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES
+#: Appended to the content hash of formats whose reading changed, so their files are read again once:
+#: Markdown used to be indexed as plain text, marks and all.
+_READER_VERSIONS = {"markdown": ":markdown-it"}
 
 # Characters kept although they are "control": line structure matters to the cleaner.
 _KEEP_CONTROL = {"\n", "\t"}
@@ -31,7 +34,7 @@ class LoadedDocument:
     doc_id: str  # path relative to the corpus folder, with forward slashes
     path: Path
     text: str
-    content_hash: str  # sha256 of the raw bytes: the cheap "did it change" test
+    content_hash: str  # sha256 of the raw bytes (+ reader version, see probe_file): the cheap "did it change" test
     format: str  # "text", "markdown" or "html"
     meta: dict[str, str] = field(default_factory=dict)  # title/date/url/... found by HTML extraction
     notes: tuple[str, ...] = ()  # e.g. "decoded as Latin-1"
@@ -83,14 +86,21 @@ def load_corpus(
     return result
 
 
-def load_file(
-    doc_id: str,
-    path: Path,
-    max_bytes: int,
-    root_real: Path,
-    is_indexed: Callable[[str, str], bool] | None = None,
-) -> LoadedDocument | SkippedFile:
-    """Load one file, or say why it cannot be used."""
+def corpus_problem(folder: Path) -> str:
+    """Why `folder` cannot be read as the corpus, or "" when it can."""
+    if folder.is_dir():
+        return ""
+    if folder.exists():
+        return f"the corpus folder {folder} is a file, not a folder; set QABOT_CORPUS_DIR to the folder of articles"
+    return f"the corpus folder {folder} does not exist; create it or fix QABOT_CORPUS_DIR"
+
+
+def probe_file(doc_id: str, path: Path, max_bytes: int, root_real: Path) -> tuple[bytes, str, str] | SkippedFile:
+    """Read one file without decoding it: (raw bytes, format, content hash), or why it cannot be used.
+
+    The content hash is what "did it change" compares: the bytes' sha256, plus the version of the
+    reader for formats whose reading changed (so such files are read again once).
+    """
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         return SkippedFile(doc_id, f"unsupported file type {suffix or '(none)'}; qabot reads .txt, .md and .html")
@@ -112,8 +122,23 @@ def load_file(
         raw = path.read_bytes()
     except OSError as exc:
         return SkippedFile(doc_id, f"cannot read file: {exc.strerror or exc}")
-    content_hash = hashlib.sha256(raw).hexdigest()
     fmt = "html" if suffix in HTML_SUFFIXES else ("markdown" if suffix != ".txt" else "text")
+    content_hash = hashlib.sha256(raw).hexdigest() + _READER_VERSIONS.get(fmt, "")
+    return raw, fmt, content_hash
+
+
+def load_file(
+    doc_id: str,
+    path: Path,
+    max_bytes: int,
+    root_real: Path,
+    is_indexed: Callable[[str, str], bool] | None = None,
+) -> LoadedDocument | SkippedFile:
+    """Load one file, or say why it cannot be used."""
+    probed = probe_file(doc_id, path, max_bytes, root_real)
+    if isinstance(probed, SkippedFile):
+        return probed
+    raw, fmt, content_hash = probed
     if is_indexed is not None and is_indexed(doc_id, content_hash):
         return LoadedDocument(doc_id, path, "", content_hash, fmt)
     if not raw.strip():
@@ -127,6 +152,10 @@ def load_file(
         from .html import extract_html  # trafilatura is imported only when a corpus has HTML
 
         text, meta = extract_html(text)
+    elif fmt == "markdown":
+        from .markdown import render_markdown
+
+        text, meta = render_markdown(normalize_text(text))
     text = normalize_text(text)
     if not text.strip():
         return SkippedFile(doc_id, "no text left after extraction")

@@ -21,7 +21,7 @@ from .conversation import resolve
 from .errors import QabotError
 from .index import Index
 from .ingest import IngestReport
-from .load import normalize_text
+from .load import corpus_problem, normalize_text
 from .retrieve import DenseRetriever, Filters, Hit, HybridRetriever, KeywordIndex
 from .settings import Settings
 from .types import Answer, Turn
@@ -83,7 +83,10 @@ class QAPipeline:
         """Open the index (building or syncing it from the corpus folder when `sync`) and the answerers."""
         index = index or Index.from_settings(settings)
         report = None
-        if sync and settings.corpus_dir.is_dir():
+        problem = corpus_problem(settings.corpus_dir) if sync else ""
+        if problem:
+            log.warning("%s; answering from the index as it is", problem.split(";")[0])
+        elif sync:
             report = index.sync()
             log.debug("index synced: %s", report.summary())
         if index.store.count() == 0:

@@ -8,15 +8,21 @@ Embeddings are always passed in: Chroma's default embedding function downloads a
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import logging
+import shutil
+import sqlite3
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .chunk import Chunk
-from .errors import IndexMismatchError, SettingsError, StoreUnavailableError
+from .errors import DiskFullError, IndexDamagedError, IndexMismatchError, QabotError, SettingsError, StoreUnavailableError
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,22 +62,157 @@ def open_client(settings: Settings):  # -> chromadb.ClientAPI
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
-    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    # qabot reads .env itself (rag.settings.load_env_file); Chroma's own settings would parse it again.
+    chroma_settings = ChromaSettings(anonymized_telemetry=False, _env_file=None)
     if settings.server_mode:
         return _server_client(settings, chroma_settings)
-    path = settings.data_dir / "chroma"
+    path = index_folder(settings)
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):  # a private name: readers in other processes probe too
             pass
     except OSError as exc:
+        if exc.errno in _NO_SPACE:
+            raise _disk_full(path) from None
         raise SettingsError(
             f"QABOT_DATA_DIR={settings.data_dir}: cannot write there ({exc.strerror or exc}); choose a writable folder"
         ) from None
     try:
         return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
     except Exception as exc:
-        raise StoreUnavailableError(f"cannot open the index in {path}: {exc}".splitlines()[0]) from None
+        _forget_failed_open(path)
+        raise _failure(exc, path, "open") from None
+
+
+def _forget_failed_open(path: Path) -> None:
+    """chromadb caches one System per folder for the process, and keeps one whose opening failed
+    half-built: the next open of that folder (after `--rebuild` set it aside) would fail with
+    "'RustBindingsAPI' object has no attribute 'bindings'"."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    SharedSystemClient._identifier_to_system.pop(str(path), None)
+    SharedSystemClient._identifier_to_refcount.pop(str(path), None)
+
+
+def index_folder(settings: Settings) -> Path:
+    """Where the embedded index lives."""
+    return settings.data_dir / "chroma"
+
+
+def set_aside(settings: Settings) -> Path:
+    """Move a damaged embedded index out of the way, kept for inspection, and return where it went."""
+    path = index_folder(settings)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dest = path.with_name(f"chroma.damaged-{stamp}")
+    n = 1
+    while dest.exists():
+        dest, n = path.with_name(f"chroma.damaged-{stamp}-{n}"), n + 1
+    path.rename(dest)
+    return dest
+
+
+# -- when the embedded index cannot be written or read ------------------------------------------------
+#: Room one chunk takes in the embedded index, doubled for safety: 7.9 KB measured here (2,972 chunks:
+#: 6.7 KB in chroma.sqlite3 with its full-text index and write-ahead log, 1.2 KB in the HNSW files).
+BYTES_PER_CHUNK = 16_000
+#: Kept free besides the rows: SQLite's rollback journal and the HNSW files' metadata being rewritten.
+RESERVE_BYTES = 2_000_000
+#: Chroma applies its write log to the HNSW index up to 1,000 rows at a time (its sync_threshold),
+#: also when a read comes first: the room a failed read may have needed.
+COMPACTION_ROWS = 1000
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+#: What chromadb 1.5's Rust core says when the HNSW files cannot be read: seen after a write that
+#: ran out of space left index_metadata.pickle empty or cut off ("Error deserializing pickle file").
+_VECTOR_DAMAGE = ("pickle file", "hnsw segment reader", "loading hnsw index")
+
+
+def room_needed(rows: int) -> int:
+    """Bytes a write of `rows` chunks may need on the device holding the index."""
+    return RESERVE_BYTES + rows * BYTES_PER_CHUNK
+
+
+def _disk_full(path: Path, rows: int | None = None) -> DiskFullError:
+    """The error for a full device; `rows`: the write that was not started for want of room."""
+    free = f"{shutil.disk_usage(path).free / 1e6:.1f} MB free"
+    if rows is not None:
+        free += f", about {room_needed(rows) / 1e6:.0f} MB needed to write {rows:,} more chunks"
+    return DiskFullError(
+        f"no space left on the device holding {path.parent} ({free}); free space and run `qabot ingest` again "
+        "(what is already indexed is kept)"
+    )
+
+
+def _failure(exc: BaseException, path: Path | None, action: str, rows: int = COMPACTION_ROWS) -> QabotError:
+    """The user's view of a Chroma failure on the index at `path` (None: a Chroma server)."""
+    detail = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+    if path is None:
+        return StoreUnavailableError(f"the Chroma server failed to {action} ({detail}); check its log and disk")
+    causes = [exc, exc.__cause__, exc.__context__]
+    if any(getattr(c, "errno", None) in _NO_SPACE for c in causes) or "disk is full" in detail or (
+        shutil.disk_usage(path).free < room_needed(rows)
+    ):
+        return _disk_full(path)
+    found = [detail.lower().find(marker) for marker in _VECTOR_DAMAGE if marker in detail.lower()]
+    if found:  # Chroma nests its errors ("A: B: C"): quote from the innermost one that names the damage
+        innermost = detail[max(0, detail.lower().rfind("error", 0, min(found))):]
+        return IndexDamagedError(
+            f"the index's vector files in {path} cannot be read ({innermost}); run `qabot ingest`: "
+            "it rebuilds them from the corpus", part="vectors",
+        )
+    damage = _database_damage(path / "chroma.sqlite3")
+    if damage:
+        return IndexDamagedError(
+            f"the index database {path / 'chroma.sqlite3'} is damaged ({damage}); run `qabot ingest --rebuild`: it sets "
+            "the damaged index aside and builds a new one from the corpus", part="database",
+        )
+    return StoreUnavailableError(f"the index in {path} failed to {action} ({detail}); run `qabot health`")
+
+
+def _database_damage(db: Path) -> str:
+    """SQLite's own verdict on Chroma's database file: "" when it is sound (or absent)."""
+    if not db.is_file():
+        return ""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    return "" if verdict == "ok" else str(verdict)
+
+
+class _Guarded:
+    """A Chroma collection whose failures reach the user as one-line QabotErrors (see `_failure`)."""
+
+    def __init__(self, collection: Any, path: Path | None) -> None:
+        self._col = collection
+        self._path = path
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._col, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attr(*args, **kwargs)
+            except QabotError:
+                raise
+            except _chroma_failures() as exc:
+                rows = len(kwargs.get("ids") or ()) if name in ("upsert", "add") else COMPACTION_ROWS
+                log.debug("Chroma %s failed", name, exc_info=True)
+                raise _failure(exc, self._path, _ACTIONS.get(name, "read"), rows) from None
+
+        return call
+
+
+_ACTIONS = {"upsert": "write", "add": "write", "delete": "delete", "update": "write"}
+
+
+def _chroma_failures() -> tuple[type[BaseException], ...]:
+    from chromadb.errors import InternalError
+
+    return (InternalError, OSError)
 
 
 def _server_client(settings: Settings, chroma_settings: Any):  # -> chromadb.ClientAPI
@@ -141,14 +282,17 @@ def _translate_transport_errors(make_request: Callable[..., Any], where: str) ->
 class ChunkStore:
     """One Chroma collection of chunks, tied to the embedding model that built it."""
 
-    def __init__(self, collection: Any, model_id: str) -> None:
-        self._col = collection
+    def __init__(self, collection: Any, model_id: str, path: Path | None = None) -> None:
+        self._col = _Guarded(collection, path)
         self.model_id = model_id
+        self.path = path  # the embedded index's folder; None with a Chroma server
 
     # -- opening --------------------------------------------------------------------------------
     @classmethod
     def open(cls, client: Any, name: str, model_id: str, *, create: bool = True) -> ChunkStore:
         """Open (or create) the collection and refuse one built with another embedding model."""
+        path = _local_path(client)
+        client = _Guarded(client, path)
         col = cls._get(client, name)
         if col is None:
             if not create:
@@ -165,7 +309,7 @@ class ChunkStore:
                 f"the index {name!r} was built with embedding model {built_with}, but QABOT_EMBED_MODEL is "
                 f"{model_id}; run `qabot ingest --rebuild` to rebuild it, or set QABOT_EMBED_MODEL={built_with}"
             )
-        return cls(col, model_id)
+        return cls(col, model_id, path)
 
     @staticmethod
     def _get(client: Any, name: str) -> Any | None:
@@ -178,9 +322,10 @@ class ChunkStore:
 
     @classmethod
     def recreate(cls, client: Any, name: str, model_id: str) -> ChunkStore:
-        """Drop the collection and start an empty one (`qabot ingest --rebuild`)."""
-        if cls._get(client, name) is not None:
-            client.delete_collection(name)
+        """Drop the collection and start an empty one (`qabot ingest --rebuild`, damaged vector files)."""
+        guarded = _Guarded(client, _local_path(client))
+        if cls._get(guarded, name) is not None:
+            guarded.delete_collection(name)
         return cls.open(client, name, model_id)
 
     # -- reading --------------------------------------------------------------------------------
@@ -254,6 +399,7 @@ class ChunkStore:
         documents = [(chunks, vectors) for chunks, vectors in documents if chunks]
         if not documents:
             return
+        self.ensure_room(sum(len(chunks) for chunks, _ in documents))
         self._col.delete(ids=[chunks[0].chunk_id for chunks, _ in documents])
         self._col.delete(where={"doc_id": {"$in": [chunks[0].doc_id for chunks, _ in documents]}})
         bodies: list[tuple[Chunk, Sequence[float], int]] = []
@@ -265,6 +411,12 @@ class ChunkStore:
         self._upsert(bodies)
         log.debug("chunks of %d documents written; writing their markers", len(markers))
         self._upsert(markers)
+
+    def ensure_room(self, rows: int) -> None:
+        """Stop before a write the device cannot hold: Chroma that runs out of space mid-write can leave
+        its vector files unreadable (measured: an empty index_metadata.pickle), costing a full re-embed."""
+        if self.path is not None and shutil.disk_usage(self.path).free < room_needed(rows):
+            raise _disk_full(self.path, rows)
 
     def _upsert(self, rows: Sequence[tuple[Chunk, Sequence[float], int]]) -> None:
         """(chunk, vector, chunks in its document) rows, a page at a time."""
@@ -283,6 +435,12 @@ class ChunkStore:
             self._col.delete(where={"doc_id": {"$nin": list(doc_ids)}})
         elif self.count():
             self._col.delete(where={"chunk_index": {"$gte": 0}})
+
+
+def _local_path(client: Any) -> Path | None:
+    """The folder of an embedded (persistent) client's index; None for a Chroma server."""
+    chroma_settings = client.get_settings()
+    return Path(chroma_settings.persist_directory) if chroma_settings.is_persistent else None
 
 
 def _stored(ids: Sequence[str], texts: Sequence[Any], metas: Sequence[Any], scores: Sequence[float] | None = None) -> list[StoredChunk]:
