@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pexpect
 import pytest
+
+from rag.embed import Embedder, default_cache_dir
+from rag.onnx_embed import OnnxRecipe
 
 from .conftest import CORPUS, QABOT, REPO
 
@@ -14,10 +18,10 @@ pytestmark = pytest.mark.timeout(180)
 PROMPT = "you> "
 
 
-def _spawn(data_dir: Path) -> pexpect.spawn:
+def _spawn(data_dir: Path, **extra_env: str) -> pexpect.spawn:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QABOT_")}
     env.update({"QABOT_CORPUS_DIR": str(CORPUS), "QABOT_DATA_DIR": str(data_dir), "PYTHONPATH": str(REPO),
-                "HF_HUB_OFFLINE": "1", "TERM": "xterm", "COLUMNS": "200", "LINES": "50"})
+                "HF_HUB_OFFLINE": "1", "TERM": "xterm", "COLUMNS": "200", "LINES": "50", **extra_env})
     child = pexpect.spawn(QABOT[0], [*QABOT[1:], "chat"], env=env, encoding="utf-8", timeout=60, dimensions=(50, 200))
     child.expect(r"articles indexed")
     child.expect_exact(PROMPT)
@@ -52,6 +56,9 @@ def test_chat_answers_follows_up_and_handles_commands(built_data_dir: Path) -> N
         child.expect_exact("Jupiter")
         child.sendintr()
         child.expect_exact("Ctrl-C")
+        child.expect_exact(PROMPT)
+        child.sendline("/sources")  # after a refusal: why there are none, not "ask a question first"
+        child.expect_exact("No sources: the last question was not answered")
         child.expect_exact(PROMPT)
 
         child.sendline("/reset")
@@ -98,3 +105,29 @@ def test_chat_follows_a_chain_of_follow_ups_then_a_new_topic(built_data_dir: Pat
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
+
+
+def test_making_the_onnx_file_on_the_first_question_is_progress_not_log_lines(tmp_path: Path, built_data_dir: Path,
+                                                                              embedder: Embedder) -> None:
+    # A cache holding only the float32 export: the first question makes the int8 copy (seconds, once).
+    recipe = OnnxRecipe.read(embedder.model.model_id, embedder.model.path)
+    assert recipe is not None and embedder.backend == "onnx"
+    cache = tmp_path / "xdg"
+    dest = recipe.cache_path(cache / "qabot", "float32")
+    dest.parent.mkdir(parents=True)
+    shutil.copy(recipe.cache_path(default_cache_dir(), "float32"), dest)
+    child = _spawn(built_data_dir, XDG_CACHE_HOME=str(cache))
+    try:
+        child.sendline("Who is the editor-in-chief of 5Gradar?")
+        child.expect_exact("Sources", timeout=120)
+        shown = child.before
+        child.expect_exact(PROMPT)
+        child.sendline("/quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert "making the int8 ONNX file" in shown  # the spinner said what takes the time...
+    assert "INFO" not in shown and "rag.onnx_embed" not in shown  # ...and no log record went into the answer
+    answer = shown.rsplit("\x1b[2K", 1)[-1]  # what is left on screen after the spinner's last frame
+    assert "Dan Oliver" in answer and "ONNX" not in answer
+    assert list((cache / "qabot" / "onnx").glob("*-int8.onnx"))

