@@ -1,8 +1,9 @@
 """`qabot health`: is this installation able to answer? One line per check, exit 1 when not.
 
 Used as the Docker image's HEALTHCHECK and by hand. It only reads: it never creates the
-index, takes the writer lock or loads the model weights, so it is safe and quick (about a
-second) next to a running bot. Added to the command group by `bot/cli.py`.
+index, takes the writer lock or loads the model weights, so it is safe and quick next to a
+running bot (about a second, plus 2-3 s per 20,000 corpus files to hash them for the sync
+check). Added to the command group by `bot/cli.py`.
 """
 
 from __future__ import annotations

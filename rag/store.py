@@ -143,14 +143,17 @@ def _disk_full(path: Path, rows: int | None = None) -> DiskFullError:
 
 
 def _failure(exc: BaseException, path: Path | None, action: str, rows: int = COMPACTION_ROWS) -> QabotError:
-    """The user's view of a Chroma failure on the index at `path` (None: a Chroma server)."""
+    """The user's view of a Chroma failure on the index at `path` (None: a Chroma server).
+
+    Chroma's messages are generic ("Error in compaction: Failed to apply logs to the metadata
+    segment"), so the cause is looked for in what can be checked: the error number or SQLite's
+    "disk is full", then damage Chroma names or SQLite finds, then the room left on the device.
+    """
     detail = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
     if path is None:
         return StoreUnavailableError(f"the Chroma server failed to {action} ({detail}); check its log and disk")
     causes = [exc, exc.__cause__, exc.__context__]
-    if any(getattr(c, "errno", None) in _NO_SPACE for c in causes) or "disk is full" in detail or (
-        shutil.disk_usage(path).free < room_needed(rows)
-    ):
+    if any(getattr(c, "errno", None) in _NO_SPACE for c in causes) or "disk is full" in detail:
         return _disk_full(path)
     found = [detail.lower().find(marker) for marker in _VECTOR_DAMAGE if marker in detail.lower()]
     if found:  # Chroma nests its errors ("A: B: C"): quote from the innermost one that names the damage
@@ -165,6 +168,8 @@ def _failure(exc: BaseException, path: Path | None, action: str, rows: int = COM
             f"the index database {path / 'chroma.sqlite3'} is damaged ({damage}); run `qabot ingest --rebuild`: it sets "
             "the damaged index aside and builds a new one from the corpus", part="database",
         )
+    if shutil.disk_usage(path).free < room_needed(rows):
+        return _disk_full(path)
     return StoreUnavailableError(f"the index in {path} failed to {action} ({detail}); run `qabot health`")
 
 

@@ -157,7 +157,6 @@ def test_unreadable_vector_files_are_rebuilt_by_a_plain_ingest(tmp_path: Path, b
     assert "Traceback" not in result.stderr and "rebuilding collection 'qabot'" in result.stderr
     assert json.loads(result.stdout)["documents"] == 5
     assert_answers(env)
-    assert run_qabot("health", env=env, timeout=60).returncode == 0
 
 
 def test_rebuild_sets_a_damaged_index_aside_and_builds_anew(tmp_path: Path, built_data_dir: Path) -> None:

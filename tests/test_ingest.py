@@ -240,6 +240,12 @@ def test_killed_ingest_is_completed_by_the_next_run(tmp_path: Path) -> None:
         proc.wait(timeout=30)
     assert groups == 2 and indexed >= 1, "the ingest finished or stalled before it could be killed"
 
+    # `health` is not green on the index the kill left behind: it names what is missing.
+    health = run_qabot("health", env={"QABOT_CORPUS_DIR": str(corpus), "QABOT_DATA_DIR": str(data)}, timeout=60)
+    complete = int(re.search(r"index +(\d+) documents", health.stdout)[1])
+    assert 1 <= complete < 60, health.stdout
+    assert f"warn  sync     {60 - complete} of 60 corpus files not indexed; run `qabot ingest`" in health.stdout
+
     result = run_qabot("ingest", "--json", env={"QABOT_CORPUS_DIR": str(corpus), "QABOT_DATA_DIR": str(data)})
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)

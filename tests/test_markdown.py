@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from rag.clean import clean_text
 from rag.load import load_file
 from rag.markdown import render_markdown
@@ -48,18 +50,21 @@ about 140 million euros a year, and that the company would likely sell its therm
 MARKS = ("**", "##", "# ", "](", "![", "<!--", "`", "| ---")
 
 
-def _ingest(tmp_path: Path) -> dict[str, str]:
-    corpus = tmp_path / "corpus"
+@pytest.fixture(scope="module")
+def md_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A corpus of one Markdown article, ingested through the CLI (once for this module)."""
+    root = tmp_path_factory.mktemp("markdown")
+    corpus = root / "corpus"
     corpus.mkdir()
     (corpus / "lumina.md").write_text(ARTICLE, encoding="utf-8")
-    env = {"QABOT_CORPUS_DIR": str(corpus), "QABOT_DATA_DIR": str(tmp_path / "data")}
+    env = {"QABOT_CORPUS_DIR": str(corpus), "QABOT_DATA_DIR": str(root / "data")}
     result = run_qabot("ingest", env=env)
     assert result.returncode == 0, result.stderr
     return env
 
 
-def test_markdown_answers_and_quotes_carry_no_marks_and_no_title_sentence(tmp_path: Path) -> None:
-    env = _ingest(tmp_path)
+def test_markdown_answers_and_quotes_carry_no_marks_and_no_title_sentence(md_env: dict[str, str]) -> None:
+    env = md_env
     for question, needle in (("How many jobs will Lumina Tech cut?", "1,200 jobs"),
                              ("Which office will Lumina Tech close?", "Eindhoven")):
         result = run_qabot("ask", "--json", question, env=env)
@@ -73,8 +78,8 @@ def test_markdown_answers_and_quotes_carry_no_marks_and_no_title_sentence(tmp_pa
         assert TITLE not in answer["answer"]  # the heading is the title, not a sentence to quote
 
 
-def test_markdown_offsets_are_exact_against_what_the_index_stores(tmp_path: Path) -> None:
-    env = _ingest(tmp_path)
+def test_markdown_offsets_are_exact_against_what_the_index_stores(md_env: dict[str, str]) -> None:
+    env = md_env
     settings = make_settings(Path(env["QABOT_CORPUS_DIR"]), Path(env["QABOT_DATA_DIR"]))
     store = ChunkStore.open(open_client(settings), settings.collection, "sentence-transformers/all-MiniLM-L6-v2",
                             create=False)
