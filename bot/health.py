@@ -99,10 +99,10 @@ def check_settings(settings: Settings) -> Check:
     )
     answerer = settings.answerer
     if answerer != "extractive":
-        from rag.answer.registry import make_llm
+        from rag.answer.registry import check_llm
 
         try:
-            make_llm(settings)
+            check_llm(settings)
         except QabotError as exc:
             return Check("settings", "fail", str(exc))
         answerer = f"{answerer} ({settings.llm_model or 'default model'}"

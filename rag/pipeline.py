@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -98,8 +98,18 @@ class QAPipeline:
         return pipeline
 
     # -- public API -----------------------------------------------------------------------------
-    def ask(self, question: str, history: Sequence[Turn] = (), filters: Filters = Filters()) -> Answer:
-        """Answer one question; `history` holds earlier turns of the same conversation."""
+    def ask(
+        self,
+        question: str,
+        history: Sequence[Turn] = (),
+        filters: Filters = Filters(),
+        on_token: Callable[[str], None] | None = None,
+    ) -> Answer:
+        """Answer one question; `history` holds earlier turns of the same conversation.
+
+        `on_token` is called from a worker thread with each piece of text as an LLM writes it
+        (never by the offline answerer); the returned answer is the grounded one either way.
+        """
         started = time.perf_counter()
         question = validate_question(question, self.settings.max_question_chars)
         # Offline, resolve() reads the conversation; an LLM's condensed question wins when it gives one.
@@ -122,7 +132,8 @@ class QAPipeline:
         if self.settings.refuse and evidence.score < self.settings.min_evidence:
             answer = Answer(question, REFUSAL, refused=True, backend=self.backend_name(), evidence=evidence.score)
         elif self.llm is not None:
-            answer = self.llm.answer(question, standalone, hits, history, keyword, vector, self.extractive)
+            answer = self.llm.answer(question, standalone, hits, history, keyword, vector, self.extractive,
+                                     on_token=on_token)
         else:
             answer = self.extractive.answer(standalone, hits, keyword, vector, evidence=evidence,
                                             lead_of=self._document_start, side_evidence=sides)

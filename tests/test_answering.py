@@ -14,7 +14,7 @@ from rag.types import Turn
 
 from .conftest import CORPUS, DEV_QUESTIONS, MORE_QUESTIONS, assert_one_line_error, run_qabot
 
-CONTRACT_KEYS = {"question", "answer", "refused", "sources", "backend", "timings_ms"}
+CONTRACT_KEYS = {"question", "answer", "refused", "sources", "backend", "notice", "timings_ms"}
 SOURCE_KEYS = {"n", "doc_id", "title", "date", "url", "quote", "score"}
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from ..quotes import verify_quote
 from ..retrieve import Hit
+from .prompts import cut_at_turn_marker, strip_fences
 
 _IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
 _LINK = re.compile(r"\[([^\]]+)\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
@@ -40,6 +41,14 @@ def strip_links(text: str, allowed_urls: set[str]) -> str:
     text = _HTML.sub("", text)
     text = _URL.sub(lambda m: m.group(0) if m.group(0).rstrip(".,;") in allowed_urls else "", text)
     return re.sub(r"[ \t]{2,}", " ", text).strip()
+
+
+def preview(partial: str) -> str:
+    """A reply still being generated, fit to show while it streams: no links, images, HTML or markup.
+
+    Nothing in it is checked yet; the grounded answer replaces it when the reply is complete.
+    """
+    return strip_links(strip_fences(cut_at_turn_marker(partial))[0], set())
 
 
 def ground(text: str, hits: Sequence[Hit]) -> Grounded:

@@ -1,8 +1,10 @@
-"""The LLM answerer: any llama-index chat client (see `registry`) over fenced, numbered sources.
+"""The LLM answerer: any `ChatClient` (see `registry`) over fenced, numbered sources.
 
 The LLM only ever improves on the offline answer: any failure (unreachable, error status,
 rate limit, malformed reply, timeout, an answer with no valid citation, a leaked system
-prompt) yields the extractive answer with a one-line notice, within a bounded time.
+prompt) yields the extractive answer with a one-line notice that says why, within a bounded
+time. Replies stream: `on_token` sees each delta as it is generated; what is finally shown is
+the grounded answer built from the whole reply, exactly as without streaming.
 """
 
 from __future__ import annotations
@@ -12,58 +14,77 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any, TypeVar
 
 from ..retrieve import Hit, KeywordIndex
 from ..settings import Settings
 from ..types import Answer, Source, Turn
+from .chat_client import ChatClient, Generation, LLMError, Message
 from .extractive import ExtractiveAnswerer
 from .grounding import ground
-from .prompts import DONT_KNOW, condense_prompt, new_tag, system_prompt, user_prompt
-from .registry import DEFAULT_MODELS
+from .prompts import (
+    DONT_KNOW, TURN_MARKERS, condense_prompt, cut_at_turn_marker, instructions, new_tag, strip_fences, system_prompt,
+    user_prompt,
+)
 from .safety import injection_payloads, leaks_prompt, obeys_injection
 
 #: Longer replies are cut at a sentence end: a flood is never forwarded (OWASP LLM10).
 MAX_REPLY_CHARS = 3000
 
-log = logging.getLogger(__name__)
-T = TypeVar("T")
+#: Seconds past QABOT_LLM_TIMEOUT before a call that ignores its deadline (a read blocked on a
+#: silent server) is abandoned; clients normally stop on their own at the deadline.
+HARD_DEADLINE_GRACE_S = 2.0
 
-class LLMError(Exception):
-    """The LLM call failed; the message is a short reason fit for a notice."""
+#: A standalone question is one short line.
+CONDENSE_MAX_TOKENS = 64
+
+log = logging.getLogger(__name__)
 
 
 class LLMAnswerer:
     """Answers with an LLM over numbered, fenced sources, then grounds the reply."""
 
-    def __init__(self, llm: Any, settings: Settings) -> None:
-        self.llm = llm
+    def __init__(self, client: ChatClient, settings: Settings) -> None:
+        self.client = client
         self.settings = settings
-        self.name = f"{settings.answerer}:{settings.llm_model or DEFAULT_MODELS[settings.answerer]}"
+        self.name = client.name
         self.system_extra = settings.llm_instructions
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="llm")
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=settings.max_concurrent + 2, thread_name_prefix="llm")
 
     # -- calls ------------------------------------------------------------------------------------
-    def _call(self, fn: Callable[[], T]) -> T:
-        """Run one client call with a hard deadline, whatever the client's own timeout does."""
-        future = self._pool.submit(fn)
+    def _generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int,
+        stop: Sequence[str] = TURN_MARKERS,
+        on_token: Callable[[str], None] | None = None,
+    ) -> str:
+        """One streamed call, stopped at QABOT_LLM_TIMEOUT; raises LLMError with a short reason."""
+        timeout = self.settings.llm_timeout
+        generation = Generation(timeout, max_tokens=max_tokens, stop=stop, on_token=on_token)
+        future = self._pool.submit(self.client.stream, messages, generation)
         try:
-            return future.result(timeout=self.settings.llm_timeout + 2)
+            text = future.result(timeout=timeout + HARD_DEADLINE_GRACE_S)
         except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise LLMError(f"no reply within {self.settings.llm_timeout:g} s") from None
+            raise LLMError(f"no reply within {timeout:g} s") from None
+        except LLMError:
+            raise
         except Exception as exc:  # every client raises its own hierarchy; all mean "no answer"
             raise LLMError(_reason(exc)) from None
+        finally:
+            generation.close()  # whatever happens here, the model stops and nothing more is streamed
+        if generation.stopped_early:
+            raise LLMError(f"no reply within {timeout:g} s")
+        return text
 
     def condense(self, question: str, history: Sequence[Turn]) -> tuple[str, str]:
         """A standalone version of a follow-up question (the question itself on failure)."""
-        from llama_index.core.llms import ChatMessage
-
+        messages = [{"role": "user", "content": condense_prompt(question, history)}]
         try:
-            reply = self._call(lambda: self.llm.chat([ChatMessage(role="user", content=condense_prompt(question, history))]))
+            reply = self._generate(messages, max_tokens=CONDENSE_MAX_TOKENS, stop=("\n", *TURN_MARKERS))
         except LLMError as exc:
             return question, f"Could not reach the {self.name} model to read the conversation ({exc})."
-        text = (reply.message.content or "").strip().splitlines()
+        text = cut_at_turn_marker(reply).strip().splitlines()
         standalone = text[0].strip().strip('"') if text else ""
         if not standalone or len(standalone) > self.settings.max_question_chars:
             return question, ""
@@ -78,10 +99,12 @@ class LLMAnswerer:
         keyword: KeywordIndex,
         vector: Sequence[float],
         extractive: ExtractiveAnswerer,
+        on_token: Callable[[str], None] | None = None,
     ) -> Answer:
-        from llama_index.core.llms import ChatMessage
+        """The LLM's grounded answer, or the offline one with a notice saying why the LLM's was not used."""
 
         def offline(reason: str) -> Answer:
+            log.warning("%s reply not used (%s); giving the offline answer", self.name, reason)
             fallback = extractive.answer(standalone, hits, keyword, vector)
             return replace(
                 fallback,
@@ -91,32 +114,33 @@ class LLMAnswerer:
             )
 
         tag = new_tag()
-        system = system_prompt(tag, self.system_extra)
         messages = [
-            ChatMessage(role="system", content=system),
-            ChatMessage(role="user", content=user_prompt(standalone, hits, tag)),
+            {"role": "system", "content": system_prompt(tag, self.system_extra)},
+            {"role": "user", "content": user_prompt(standalone, hits, tag)},
         ]
         try:
-            reply = self._call(lambda: self.llm.chat(messages))
+            raw = self._generate(messages, max_tokens=self.settings.llm_max_tokens, on_token=on_token)
         except LLMError as exc:
-            log.warning("LLM answer failed: %s", exc)
             return offline(str(exc))
-        raw = reply.message.content or ""
-        if not isinstance(raw, str) or not raw.strip():
-            return offline("empty reply")
+        # A small model's template echoes first: the turns it invents, then fences it copies. Neither
+        # is the model repeating its instructions, so both go before any check reads the reply.
+        raw, fences = strip_fences(cut_at_turn_marker(raw))
+        if fences:
+            log.info("%s reply echoed %d source fence(s); removed", self.name, fences)
+        if not raw.strip():
+            return offline("it only echoed source markup" if fences else "empty reply")
         sources_text = "\n".join(h.text for h in hits)
-        if leaks_prompt(raw, system.replace(DONT_KNOW, ""), allowed=f"{sources_text}\n{question}\n{standalone}"):
-            log.warning("LLM reply repeated the system prompt; discarded")
+        rules = instructions(self.system_extra).replace(DONT_KNOW, "")
+        if leaks_prompt(raw, rules, allowed=f"{sources_text}\n{question}\n{standalone}"):
             return offline("the reply repeated its instructions")
         if obeys_injection(raw, injection_payloads(h.text for h in hits)):
-            log.warning("LLM reply followed an instruction found in a retrieved article; discarded")
             return offline("it followed instructions hidden in an article")
         raw = _cap(raw)
         if DONT_KNOW.lower().rstrip(".") in raw.lower() and not re.search(r"\[\d+\]", raw):
             return Answer(question, DONT_KNOW, refused=True, backend=self.name)
         grounded = ground(raw, hits)
         if not grounded.cited:
-            return offline("it cited no existing source")
+            return offline("it echoed a source instead of answering" if fences else "it cited no existing source")
         sources = []
         for n in grounded.cited:
             hit = grounded.hit_for[n]
