@@ -97,6 +97,25 @@ def openai_pipeline(openai_server, built_data_dir: Path, embedder: Embedder):  #
                          llm_model="fake", openai_api_key="sk-test-key", llm_timeout=3.0)
 
 
+@pytest.fixture(scope="session")
+def gemma_model() -> Path:
+    """The real gemma-3-270m GGUF of the test extra, assembled once per machine (tests/real_llm.py)."""
+    from .real_llm import gemma_gguf
+
+    return gemma_gguf()
+
+
+#: Settings of every real-model test: short replies and three sources keep a call to a few seconds.
+REAL_LLM_SETTINGS = {"llm_max_tokens": 48, "top_k": 3, "llm_timeout": 90.0, "llm_threads": 2}
+
+
+@pytest.fixture(scope="session")
+def llamacpp_pipeline(gemma_model: Path, built_data_dir: Path, embedder: Embedder):  # -> QAPipeline
+    """The real pipeline answering with the real model in process (loaded once per run)."""
+    return open_pipeline(CORPUS, built_data_dir, embedder, answerer="llamacpp", llm_model=str(gemma_model),
+                         **REAL_LLM_SETTINGS)
+
+
 def free_port() -> int:
     """A loopback port nothing listens on (once this returns)."""
     with socket.socket() as s:

@@ -52,12 +52,17 @@ TEMPLATE_BY_ARCHITECTURE = {
 }
 
 
+GGUF_TEMPLATE = "gguf"  # the chat template the GGUF file carries
+
+
 class LlamaCpp:
     """A chat client over a GGUF model loaded in process."""
 
-    def __init__(self, server: Any, info: GGUFInfo, *, name: str, socket_dir: Path) -> None:
+    def __init__(self, server: Any, info: GGUFInfo, *, name: str, chat_template: str, socket_dir: Path) -> None:
         self.name = name
         self.info = info
+        self.chat_template = chat_template  # a llama.cpp built-in name, GGUF_TEMPLATE, or a Jinja text
+        self.listening_address = str(server.listening_address)  # the Unix socket llama.cpp insists on
         self._server = server
         self.last_timings: dict[str, float] = {}  # llama.cpp's own numbers for the last call (benchmarks)
         self._finalizer = weakref.finalize(self, shutil.rmtree, socket_dir, True)
@@ -96,10 +101,11 @@ class LlamaCpp:
         except RuntimeError:
             shutil.rmtree(socket_dir, ignore_errors=True)
             raise _load_error(info, context, slots) from None
-        client = cls(server, info, name=f"llamacpp:{info.path.stem}", socket_dir=socket_dir)
+        client = cls(server, info, name=f"llamacpp:{info.path.stem}", chat_template=_template(settings, info),
+                     socket_dir=socket_dir)
         client._probe(settings.llm_chat_template)
-        log.info("loaded %s (%s) with %d threads, context %d x %d answers, template %s", info.name, info.architecture,
-                 threads, context, slots, params.chat_template or "from the GGUF")
+        log.info("loaded %s (%s) with %d threads, context %d x %d answers, chat template %s", info.name,
+                 info.architecture, threads, context, slots, client.chat_template)
         return client
 
     # -- generation ---------------------------------------------------------------------------
@@ -170,15 +176,23 @@ def _params(settings: Settings, info: GGUFInfo, *, context: int, slots: int, thr
     p.api_keys = [secrets.token_urlsafe(24)]
     p.n_threads_http = 1
     p.verbosity = 3 if settings.log_level.upper() == "DEBUG" else 0  # llama.cpp logs to stderr itself
-    template = settings.llm_chat_template or ("" if info.chat_template else TEMPLATE_BY_ARCHITECTURE.get(info.architecture, ""))
-    if template and "{%" not in template:  # a built-in name: llama.cpp's own formatter, not Jinja
-        p.use_jinja = False
-    if template:
+    template = _template(settings, info)
+    if template != GGUF_TEMPLATE:
         p.chat_template = template
-    elif not info.chat_template:
-        log.warning("%s carries no chat template and none is known for %r; llama.cpp will use ChatML "
-                    "(set QABOT_LLM_CHAT_TEMPLATE if replies look wrong)", info.path.name, info.architecture)
+        p.use_jinja = "{%" in template  # a built-in name goes to llama.cpp's own formatter, not to Jinja
     return p
+
+
+def _template(settings: Settings, info: GGUFInfo) -> str:
+    """The chat template to use: the setting, else the GGUF's own, else one known for its architecture."""
+    if settings.llm_chat_template:
+        return settings.llm_chat_template
+    if info.chat_template:
+        return GGUF_TEMPLATE
+    if info.architecture not in TEMPLATE_BY_ARCHITECTURE:
+        log.warning("%s carries no chat template and none is known for %r; using ChatML "
+                    "(set QABOT_LLM_CHAT_TEMPLATE if replies look wrong)", info.path.name, info.architecture)
+    return TEMPLATE_BY_ARCHITECTURE.get(info.architecture, "chatml")
 
 
 def available_memory() -> int:
