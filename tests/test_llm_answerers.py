@@ -160,3 +160,73 @@ def test_anthropic_answerer(built_data_dir: Path, embedder) -> None:  # noqa: AN
         started = time.monotonic()
         assert "offline answer" in pipeline.ask(QUESTION).notice
         assert time.monotonic() - started < 6
+
+
+def _fence_of(request, doc_prefix: str = "NUKIB") -> tuple[str, int]:  # noqa: ANN001
+    """The opening fence the prompt gave the excerpt mentioning `doc_prefix`, and its number."""
+    import re
+
+    for m in re.finditer(r'<source-[0-9a-f]+ n="(\d+)"[^>]*>', request.user_text):
+        if doc_prefix in request.user_text[m.end():].split("</source")[0]:
+            return m.group(0), int(m.group(1))
+    raise AssertionError("no fence found")
+
+
+def test_a_reply_that_echoes_a_source_fence_is_not_taken_for_a_prompt_leak(openai_server: FakeOpenAI, openai_pipeline: QAPipeline) -> None:
+    # Measured with gemma-3-270m on llama.cpp's server: the reply opened with a copy of a fence, whose tag
+    # also stands in the system prompt; it used to be discarded as "repeated the system prompt".
+    def echo_then_answer(request) -> str:  # noqa: ANN001
+        fence, n = _fence_of(request)
+        return f'{fence}\nThe meeting is organised by NUKIB: "{REAL_QUOTE}" [{n}].\n</source-x>'
+
+    openai_server.enqueue(echo_then_answer)
+    answer = openai_pipeline.ask(QUESTION)
+    assert answer.backend == "openai:fake" and not answer.notice
+    assert answer.text == f'The meeting is organised by NUKIB: "{REAL_QUOTE}" [1].'
+    assert answer.sources[0].doc_id.startswith("002")
+
+
+def test_a_reply_that_only_copies_a_source_says_so(openai_server: FakeOpenAI, openai_pipeline: QAPipeline) -> None:
+    openai_server.enqueue(lambda request: f"{_fence_of(request)[0]}\nUS and Poland sign cooperation agreement on 5G networks")
+    answer = openai_pipeline.ask(QUESTION)
+    assert answer.backend.startswith("extractive (fallback")
+    assert "(it echoed a source instead of answering)" in answer.notice and answer.to_json()["notice"] == answer.notice
+    openai_server.enqueue(lambda request: _fence_of(request)[0])
+    assert "(it only echoed source markup)" in openai_pipeline.ask(QUESTION).notice
+
+
+def test_a_reply_that_repeats_the_rules_is_still_a_leak(openai_server: FakeOpenAI, openai_pipeline: QAPipeline) -> None:
+    openai_server.enqueue(lambda request: request.system_prompt.split("\n\n")[0] + " NUKIB organises it [1].")
+    answer = openai_pipeline.ask(QUESTION)
+    assert "(the reply repeated its instructions)" in answer.notice
+
+
+def test_text_after_an_invented_turn_is_cut(openai_server: FakeOpenAI, openai_pipeline: QAPipeline) -> None:
+    openai_server.enqueue(lambda request: f'NUKIB organises it: "{REAL_QUOTE}" [{_fence_of(request)[1]}].'
+                          "<|im_end|>\n<|im_start|>user\nWhat else? [2]")
+    answer = openai_pipeline.ask(QUESTION)
+    assert answer.backend == "openai:fake" and answer.text == f'NUKIB organises it: "{REAL_QUOTE}" [1].'
+    assert [s.n for s in answer.sources] == [1]
+    stop = openai_server.chat_requests[-1].json["stop"]
+    assert "<|im_end|>" in stop and "<end_of_turn>" in stop and len(stop) <= 4  # the OpenAI API takes 4
+
+
+def test_streamed_deltas_reach_on_token_and_the_answer_is_the_grounded_reply(openai_server: FakeOpenAI, openai_pipeline: QAPipeline) -> None:
+    from .fakes.llm_servers import Reply
+
+    reply = f'NUKIB organises the meeting: "{REAL_QUOTE}" [1].'
+    openai_server.enqueue(lambda request: Reply.text(reply.replace("[1]", f"[{_fence_of(request)[1]}]"), chunk_delay=0.05))
+    deltas: list[str] = []
+    answer = openai_pipeline.ask(QUESTION, on_token=deltas.append)
+    assert len(deltas) > 3 and "".join(deltas).startswith("NUKIB organises")
+    assert answer.text == reply and answer.sources[0].doc_id.startswith("002")
+    assert openai_server.chat_requests[-1].stream is True
+
+
+def test_a_failing_on_token_listener_does_not_cost_the_answer(openai_server: FakeOpenAI, openai_pipeline: QAPipeline) -> None:
+    def broken(delta: str) -> None:
+        raise RuntimeError("display gone")
+
+    openai_server.enqueue(lambda request: f'NUKIB: "{REAL_QUOTE}" [{_fence_of(request)[1]}].')
+    answer = openai_pipeline.ask(QUESTION, on_token=broken)
+    assert answer.backend == "openai:fake" and answer.sources
