@@ -5,7 +5,9 @@ the settings, the feedback store) in its constructor; `setup_hook` registers the
 commands and the persistent 👍/👎 buttons and syncs the command tree.
 
 `pipeline.ask()` is blocking and CPU-bound, so it runs in a small thread pool bounded by
-`settings.max_concurrent`; the event loop keeps answering heartbeats meanwhile. Every
+`settings.max_concurrent`; the event loop keeps answering heartbeats meanwhile. An LLM's text
+is shown as it is written (`discord_stream.StreamedReply`), then replaced by the grounded
+answer. Every
 message goes out with `AllowedMentions.none()`: text echoed from a question or written by
 an LLM never pings anyone.
 """
@@ -32,7 +34,8 @@ from rag.conversation import CONVERSATION_TURNS
 from rag.settings import Settings
 from rag.types import Answer, Turn
 
-from .discord_format import Reply, render_answer, render_documents, thread_name
+from .discord_format import Reply, one_line, render_answer, render_documents, thread_name
+from .discord_stream import StreamedReply
 from .feedback import FeedbackStore
 from .ratelimit import RateLimiter
 
@@ -59,7 +62,7 @@ REQUIRED_PERMISSIONS = discord.Permissions(
 class Pipeline(Protocol):
     """What the bot needs from `rag.pipeline.QAPipeline`."""
 
-    def ask(self, question: str, history: Sequence[Turn] = ()) -> Answer: ...
+    def ask(self, question: str, history: Sequence[Turn] = (), *, on_token: Callable[[str], None] | None = None) -> Answer: ...
 
     def documents(self) -> list[Any]: ...
 
@@ -228,13 +231,26 @@ class QABot(discord.Client):
 
         channel = interaction.channel
         conversation = channel.id if isinstance(channel, (discord.Thread, discord.DMChannel)) else None
+        header = f"**Q:** {discord.utils.escape_markdown(one_line(question, 300))}\n\n"
+
+        async def show(_: Any, text: str) -> discord.InteractionMessage:  # the "thinking…" response grows
+            return await interaction.edit_original_response(content=header + text, allowed_mentions=NO_PINGS)
+
+        stream: StreamedReply[discord.InteractionMessage] = StreamedReply(lambda text: show(None, text), show)
         try:
             history = await self._history(conversation, dm=interaction.guild is None)
             ask = _Ask(question.strip(), interaction.user.id, history, header=question)
-            answer = await self._answer(ask, notify_queued)
+            try:
+                answer = await self._answer(ask, notify_queued, stream)
+            finally:
+                streamed = await stream.finish()
             answer_id = await asyncio.to_thread(self.feedback.record_answer, answer, channel_id=conversation)
             sent: list[discord.Message] = []
-            for reply, view in _with_view(render_answer(answer, question=ask.header), answer_id):
+            for i, (reply, view) in enumerate(_with_view(render_answer(answer, question=ask.header), answer_id)):
+                if i == 0 and streamed is not None:  # the streamed response becomes the answer's first message
+                    sent.append(await interaction.edit_original_response(
+                        content=reply.content or None, embeds=list(reply.embeds), view=view, allowed_mentions=NO_PINGS))
+                    continue
                 sent.append(
                     await interaction.followup.send(
                         reply.content or discord.utils.MISSING,
@@ -245,14 +261,14 @@ class QABot(discord.Client):
                     )
                 )
             await asyncio.to_thread(self.feedback.link_messages, answer_id, [m.id for m in sent])
-            if queued:
+            if queued and streamed is None:
                 await interaction.delete_original_response()
             thread_id = await self._open_thread_from_answer(channel, sent[0], question)
             if thread_id is not None:
                 await asyncio.to_thread(self.feedback.link_messages, answer_id, [], channel_id=thread_id)
         except Exception as exc:  # noqa: BLE001 - the user gets an answer either way
             text = self._error_text(exc)
-            if queued:  # replace the queue notice rather than leave it waiting forever
+            if queued or stream.message is not None:  # replace the notice or partial text rather than leave it
                 await interaction.edit_original_response(content=text, allowed_mentions=NO_PINGS)
             else:
                 await interaction.followup.send(text, allowed_mentions=NO_PINGS, ephemeral=True)
@@ -364,24 +380,44 @@ class QABot(discord.Client):
             nonlocal notice
             notice = await dest.send(_queued_text(position), allowed_mentions=NO_PINGS)
 
+        async def post(text: str) -> discord.Message:
+            return await dest.send(text, reference=reference, mention_author=False, allowed_mentions=NO_PINGS)
+
+        async def edit(message: discord.Message, text: str) -> discord.Message:
+            return await message.edit(content=text, allowed_mentions=NO_PINGS)
+
+        stream: StreamedReply[discord.Message] = StreamedReply(post, edit)
         try:
-            async with dest.typing():
-                answer = await self._answer(ask, notify_queued)
+            try:
+                async with dest.typing():
+                    answer = await self._answer(ask, notify_queued, stream)
+            finally:
+                streamed = await stream.finish()
             answer_id = await asyncio.to_thread(self.feedback.record_answer, answer, channel_id=conversation)
-            sent = await self._send_answer(dest, render_answer(answer), answer_id, reference)
+            sent = await self._send_answer(dest, render_answer(answer), answer_id, reference, streamed)
             await asyncio.to_thread(self.feedback.link_messages, answer_id, [m.id for m in sent])
         except Exception as exc:  # noqa: BLE001 - the asker gets a reply either way
-            await dest.send(self._error_text(exc), reference=reference, mention_author=False, allowed_mentions=NO_PINGS)
+            text = self._error_text(exc)
+            if stream.message is not None:  # the partial answer becomes the apology
+                await stream.message.edit(content=text, embeds=[], view=None, allowed_mentions=NO_PINGS)
+            else:
+                await dest.send(text, reference=reference, mention_author=False, allowed_mentions=NO_PINGS)
         finally:
             if notice is not None:
                 with contextlib.suppress(discord.HTTPException):
                     await notice.delete()
 
     async def _send_answer(
-        self, dest: Any, replies: Sequence[Reply], answer_id: str, reference: discord.Message | None
+        self, dest: Any, replies: Sequence[Reply], answer_id: str, reference: discord.Message | None,
+        streamed: discord.Message | None = None,
     ) -> list[discord.Message]:
+        """Send the answer's messages; a streamed message (already a reply to the question) becomes the first."""
         sent = []
         for i, (reply, view) in enumerate(_with_view(replies, answer_id)):
+            if i == 0 and streamed is not None:
+                sent.append(await streamed.edit(content=reply.content or None, embeds=list(reply.embeds), view=view,
+                                                allowed_mentions=NO_PINGS))
+                continue
             sent.append(
                 await dest.send(
                     reply.content or None,
@@ -445,8 +481,10 @@ class QABot(discord.Client):
         )
 
     # ------------------------------------------------------------------------- answering
-    async def _answer(self, ask: _Ask, notify_queued: Callable[[int], Awaitable[None]]) -> Answer:
-        """Run `pipeline.ask` in the worker pool, at most `max_concurrent` at a time."""
+    async def _answer(
+        self, ask: _Ask, notify_queued: Callable[[int], Awaitable[None]], stream: StreamedReply[Any]
+    ) -> Answer:
+        """Run `pipeline.ask` in the worker pool, at most `max_concurrent` at a time, streaming into `stream`."""
         self._waiting += 1
         try:
             if self._slots.locked():
@@ -457,7 +495,8 @@ class QABot(discord.Client):
         started = time.perf_counter()
         try:
             loop = asyncio.get_running_loop()
-            call = functools.partial(self.pipeline.ask, ask.question, tuple(ask.history))
+            stream.start()
+            call = functools.partial(self.pipeline.ask, ask.question, tuple(ask.history), on_token=stream.on_token)
             answer = await loop.run_in_executor(self._executor, call)
         finally:
             self._slots.release()

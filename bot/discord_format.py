@@ -15,6 +15,7 @@ from typing import Any
 
 import discord
 
+from rag.answer.grounding import preview
 from rag.types import Answer, Source
 
 MESSAGE_LIMIT = 2000
@@ -289,6 +290,19 @@ def render_answer(answer: Answer, *, question: str | None = None, limit: int = M
         replies[-1] = Reply(content=replies[-1].content, embeds=tuple(groups[0]))
         replies.extend(Reply(content="", embeds=tuple(g)) for g in groups[1:])
     return replies
+
+
+WRITING = "✍️ *writing the answer…*"
+#: Room left under the message limit for the cursor and the "writing" line.
+PREVIEW_LIMIT = MESSAGE_LIMIT - 100
+
+
+def render_preview(partial: str) -> str:
+    """An answer still being written: the text so far (not yet checked) and a note that it is."""
+    text = clean_llm_text(preview(partial)).strip()
+    if not text:
+        return WRITING
+    return f"{_truncate(text, PREVIEW_LIMIT)} ▍\n-# {WRITING} Sources and quotes are checked when it is done."
 
 
 def thread_name(question: str) -> str:

@@ -73,8 +73,8 @@ class Recording:
         self.asks: list[tuple[str, tuple[Turn, ...], Answer]] = []
         self.reindexes = 0
 
-    def ask(self, question: str, history: Sequence[Turn] = ()) -> Answer:
-        answer = self.inner.ask(question, history)
+    def ask(self, question: str, history: Sequence[Turn] = (), *, on_token: Any = None) -> Answer:
+        answer = self.inner.ask(question, history, on_token=on_token)
         self.asks.append((question, tuple(history), answer))
         return answer
 
@@ -179,12 +179,13 @@ def llm_server() -> Iterator[FakeOpenAI]:
         yield server
 
 
-def llm_pipeline(pipeline: Any, base_url: str) -> Any:
+def llm_pipeline(pipeline: Any, base_url: str, **overrides: Any) -> Any:
     """The real pipeline with the OpenAI-compatible answerer, sharing the built index."""
     from rag.pipeline import QAPipeline
 
     settings = pipeline.settings.replace(
-        answerer="openai", llm_base_url=base_url, openai_api_key="test", llm_model="fake", llm_timeout=5.0
+        **{"answerer": "openai", "llm_base_url": base_url, "openai_api_key": "test", "llm_model": "fake",
+           "llm_timeout": 5.0, **overrides}
     )
     return QAPipeline.from_settings(settings, index=pipeline.index, sync=False)
 
@@ -547,7 +548,7 @@ def test_an_internal_error_shows_an_apology_with_a_reference(pipeline: Any, tmp_
     class Broken(Recording):
         """A pipeline whose store has gone away mid-flight."""
 
-        def ask(self, question: str, history: Sequence[Turn] = ()) -> Answer:
+        def ask(self, question: str, history: Sequence[Turn] = (), *, on_token: Any = None) -> Answer:
             raise RuntimeError("chroma: database disk image is malformed")
 
     async def scenario() -> str:
@@ -630,7 +631,7 @@ class Lengthened(Recording):
     the bot must split whatever it gets; the real sources keep the embed realistic.
     """
 
-    def ask(self, question: str, history: Sequence[Turn] = ()) -> Answer:
+    def ask(self, question: str, history: Sequence[Turn] = (), *, on_token: Any = None) -> Answer:
         answer = self.inner.ask(question, history)
         longer = Answer(answer.question, long_llm_reply(), answer.sources, backend=answer.backend)
         self.asks.append((question, tuple(history), longer))
@@ -686,8 +687,9 @@ def test_everyone_in_a_question_or_an_llm_reply_pings_nobody(pipeline: Any, llm_
             # The question is echoed on top of a slash-command answer.
             llm_server.enqueue_text("@everyone Pence signed it [1].")
             inter = await fake.slash("ask", user=alice, question=f"@everyone @here <@{alice.id}> {Q_SIGNED}")
-            await fake.wait_until(lambda: inter.followups)
-            echoed = fake.messages[inter.followups[0]]
+            # The deferred response is the answer, filled in by the first follow-up or by the streamed edits.
+            await fake.wait_until(lambda: inter.original_id and has_buttons(fake.messages[inter.original_id]))
+            echoed = fake.messages[inter.original_id]
             assert echoed["content"].startswith("**Q:** @everyone @here")
 
             bot_messages = fake.bot_messages()
