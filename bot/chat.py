@@ -12,8 +12,7 @@ from rag.errors import QabotError
 from rag.pipeline import QAPipeline
 from rag.types import Answer, Turn
 
-from .progress import spinner
-from .render import print_answer, print_sources
+from .render import print_answer, print_sources, streaming
 
 HELP = """Ask a question about the articles, or type a command:
   /sources  show the sources of the last answer
@@ -68,8 +67,8 @@ def run_chat(pipeline: QAPipeline, console: Console, history_size: int = CONVERS
             console.print(f"[red]Unknown command {text.split()[0]}[/red]; /help lists them.")
             continue
         try:
-            with spinner(console, "thinking…"):
-                answer = pipeline.ask(text, history)
+            with streaming(console) as on_token:
+                answer = pipeline.ask(text, history, on_token=on_token)
         except KeyboardInterrupt:
             console.print("[dim]cancelled[/dim]")
             continue

@@ -21,14 +21,20 @@ def spinner(console: Console, text: str) -> Iterator[None]:
     ONNX file" record becomes the spinner's text instead of a log line printed over the spinner
     and into the answer. Warnings are printed above the spinner.
     """
-    with console.status(text, spinner="dots") as status:
-        root = logging.getLogger()
-        saved = root.handlers[:]
-        root.handlers = [_SpinnerHandler(console, status, text)]
-        try:
-            yield
-        finally:
-            root.handlers = saved
+    with console.status(text, spinner="dots") as status, log_records_as_progress(console, status, text):
+        yield
+
+
+@contextmanager
+def log_records_as_progress(console: Console, status: Any, text: str) -> Iterator[None]:
+    """While it lasts, INFO records update `status` (anything with `update(markup)`); warnings print above."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = [_SpinnerHandler(console, status, text)]
+    try:
+        yield
+    finally:
+        root.handlers = saved
 
 
 class _SpinnerHandler(logging.Handler):

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
+from rich.console import Console, Group
+from rich.live import Live
+from rich.markup import escape
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+
+from rag.answer.grounding import preview
 from rag.types import Answer
+
+from .progress import log_records_as_progress
 
 
 def print_answer(console: Console, answer: Answer) -> None:
@@ -24,6 +34,38 @@ def print_answer(console: Console, answer: Answer) -> None:
         if s.quote:
             mark = "" if s.verified else " [red](unverified)[/red]"
             console.print(f"    [green]“{escape(s.quote)}”[/green]{mark}")
+
+
+@contextmanager
+def streaming(console: Console) -> Iterator[Callable[[str], None]]:
+    """A spinner until an LLM starts writing, then its text as it comes; erased when the block ends.
+
+    Yields the `on_token` listener for `QAPipeline.ask` (called from a worker thread); the
+    grounded answer is printed after the block, in place of the unchecked text.
+    """
+    parts: list[str] = []
+    lock = threading.Lock()
+    spinner = Spinner("dots", text=Text("thinking…", style="dim"))
+
+    def view() -> Group | Spinner:
+        with lock:
+            text = preview("".join(parts))
+        if not text:
+            return spinner
+        return Group(Text(text), Spinner("dots", text=Text("writing… sources and quotes are checked when it is done",
+                                                         style="dim")))
+
+    class _Status:  # log records (the first question's "making the int8 ONNX file…") become its text
+        def update(self, markup: str) -> None:
+            spinner.update(text=Text.from_markup(markup, style="dim"))
+
+    with Live(console=console, transient=True, refresh_per_second=8, get_renderable=view), \
+            log_records_as_progress(console, _Status(), "thinking…"):
+        def on_token(delta: str) -> None:
+            with lock:
+                parts.append(delta)
+
+        yield on_token
 
 
 def print_sources(console: Console, answer: Answer | None) -> None:

@@ -131,3 +131,31 @@ def test_making_the_onnx_file_on_the_first_question_is_progress_not_log_lines(tm
     answer = shown.rsplit("\x1b[2K", 1)[-1]  # what is left on screen after the spinner's last frame
     assert "Dan Oliver" in answer and "ONNX" not in answer
     assert list((cache / "qabot" / "onnx").glob("*-int8.onnx"))
+
+
+def test_chat_shows_an_llm_answer_as_it_is_written_then_the_grounded_one(built_data_dir: Path) -> None:
+    from .fakes.llm_servers import FakeOpenAI, Reply
+
+    quote = "US Vice President Mike Pence and Polish Prime Minister Mateusz Morawiecki signed the deal in Warsaw"
+
+    def reply(request) -> Reply:  # noqa: ANN001
+        n = next(i for i in range(1, 9) if f'n="{i}"' in request.user_text
+                 and "Morawiecki" in request.user_text.split(f'n="{i}"')[1].split("</source")[0])
+        return Reply.text(f'Pence and Morawiecki signed it: "{quote}" [{n}].', chunk_delay=0.3)
+
+    with FakeOpenAI() as server:
+        server.enqueue(reply)
+        child = _spawn(built_data_dir, QABOT_ANSWERER="openai", QABOT_LLM_BASE_URL=server.base_url,
+                       QABOT_LLM_MODEL="fake", QABOT_LLM_TIMEOUT="30")
+        try:
+            child.sendline("Who signed the 5G agreement between the US and Poland?")
+            child.expect_exact("Pence and")  # the first words, while the rest is still being generated
+            child.expect_exact("checked when it is done")
+            child.expect_exact("Sources")  # then the grounded answer with its sources
+            child.expect_exact(PROMPT)
+            assert "writing" not in child.before
+            child.sendeof()
+            child.expect(pexpect.EOF)
+        finally:
+            child.close(force=True)
+    assert server.chat_requests[0].stream is True
