@@ -4,6 +4,8 @@
 #   docker run --rm --env-file .env -v qabot-data:/data qabot                # the bot
 #   docker run --rm -v qabot-data:/data qabot ask "Who signed the US-Poland agreement?"
 # The index (and the bot's votes) live in the /data volume; docker-compose.yml adds a Chroma server.
+# A local LLM: mount a folder of GGUF files at /models and set QABOT_ANSWERER=llamacpp and
+# QABOT_LLM_MODEL=/models/<file>.gguf (docker-compose.yml shows how).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -37,16 +39,23 @@ ENV PATH=/opt/qabot/bin:$PATH \
     ANONYMIZED_TELEMETRY=False \
     QABOT_CORPUS_DIR=/app/corpus \
     QABOT_DATA_DIR=/data
-RUN useradd --system --uid 10001 --user-group --home-dir /data --no-create-home qabot \
-    && mkdir /data \
+# llama.cpp in the xllamacpp wheel (QABOT_ANSWERER=llamacpp) links the system's OpenMP runtime, which the
+# slim image lacks. Debian's security updates move its exact version, so it is not pinned.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --user-group --home-dir /data --no-create-home qabot \
+    && mkdir /data /models \
     && chown qabot:qabot /data
 COPY --from=build /opt/qabot /opt/qabot
 COPY corpus /app/corpus
 WORKDIR /app
 USER 10001:10001
-# Fail the build, not the first start, if the packaged model cannot be loaded without a network;
-# this also makes its ONNX files (float32, and the int8 copy that ranks sentences) in /data/.cache.
-RUN python -c "from rag.embed import Embedder, resolve_model; e = Embedder(resolve_model('packaged')); \
+# Fail the build, not the first start, if the packaged model cannot be loaded without a network or the
+# llama.cpp runtime cannot be loaded; this also makes the embedding model's ONNX files (float32, and the
+# int8 copy that ranks sentences) in /data/.cache.
+RUN python -c "import xllamacpp; from rag.embed import Embedder, resolve_model; e = Embedder(resolve_model('packaged')); \
 assert len(e.embed_query('ok')) == 384 and e.with_precision('int8').runs_precision == 'int8'"
 # Named volumes start as a copy of this folder, owned by qabot; a bind mount must be writable by uid 10001.
 VOLUME ["/data"]

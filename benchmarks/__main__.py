@@ -3,6 +3,7 @@
     python -m benchmarks --quick          # < 3 min: no scale runs, no 2,000-doc re-ingest (recorded ones are shown)
     python -m benchmarks                  # everything, including the 20k/100k-chunk scale runs (hours)
     python -m benchmarks --scale-results benchmarks/results/scale.json   # full, reusing a recorded scale run
+    python -m benchmarks --only llm       # the LLM part alone: llamacpp with the test model, Discord streaming
 
 Work folders go under $QABOT_BENCH_DIR (default /tmp/qabot-bench) and are removed at the end
 unless --keep. Numbers are medians over repeated runs where a run is cheap; machines are noisy,
@@ -157,16 +158,34 @@ def throughput(work: Path, n_docs: int, sample: int, threads: int, rounds: int) 
 
 
 # -- the whole run ----------------------------------------------------------------------------------
+def run_llm(qdata: Path) -> dict[str, Any]:
+    """The LLM path: the llamacpp answerer with the test model, and streamed answers in Discord."""
+    from tests.real_llm import gemma_gguf
+
+    from .discord_stream import discord_stream_benchmark
+    from .llm import llm_benchmark
+
+    log("LLM: llamacpp with the test model at 1 and 2 threads, every dev question")
+    out = {"llm": llm_benchmark(qdata, gemma_gguf())}
+    log("Discord: time to the first message of a streamed answer")
+    out["discord_stream"] = discord_stream_benchmark(qdata)
+    return out
+
+
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
     work = fresh_dir(args.workdir)
     rows = read_questions(DEV_QUESTIONS, MORE_QUESTIONS)
     questions = f"{DEV_QUESTIONS},{MORE_QUESTIONS}"
-    out: dict[str, Any] = {"machine": machine(), "quick": args.quick}
+    out: dict[str, Any] = {"machine": machine(), "quick": args.quick, "only": args.only}
     started = time.perf_counter()
 
     log("building both indexes of the real corpus")
     qdata, bdata = work / "real" / "qabot", work / "real" / "baseline"
     out["real_ingest"] = qabot_ingest(CORPUS, qdata)
+    if args.only == "llm":
+        out.update(run_llm(qdata))
+        out["seconds"] = time.perf_counter() - started
+        return out
     out["baseline_build"] = baseline_build(CORPUS, bdata)
 
     log("quality and warm latency on the real corpus")
@@ -205,6 +224,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     elif RECORDED_SCALE.exists():
         out["scale"] = json.loads(RECORDED_SCALE.read_text())
         out["scale_source"] = f"recorded ({RECORDED_SCALE.relative_to(REPO)})"
+    out.update(run_llm(qdata))
     if "reingest" not in out and out.get("scale", {}).get("reingest"):
         out["reingest"] = {"first": out["scale"]["docs_2000_ingest"], "again": out["scale"]["reingest"],
                            "docs": 2000, "kind": f"synthetic articles, from the scale run, {out['scale_source']}"}
@@ -212,11 +232,23 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+HEADER = ("measure", "qabot", "stock LlamaIndex", "ratio", "target", "met")
+
+
+def llm_rows(r: dict[str, Any]) -> list[tuple[str, ...]]:
+    from . import discord_stream, llm
+
+    return llm.render_rows(r["llm"]) + discord_stream.render_rows(r["discord_stream"])
+
+
 def render(r: dict[str, Any]) -> str:
     m = r["machine"]
+    kind = "--only llm" if r.get("only") else "--quick" if r["quick"] else "full"
     lines = [f"qabot benchmarks — {m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB, load avg {m['load_avg_1m']} "
-             f"at the start, Python {m['python']}, {'--quick' if r['quick'] else 'full'} run in {r['seconds']:.0f} s",
+             f"at the start, Python {m['python']}, {kind} run in {r['seconds']:.0f} s",
              "versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()), ""]
+    if r.get("only") == "llm":
+        return "\n".join([*lines, table(llm_rows(r), HEADER)])
     q, bq = r["quality"]["qabot"], r["quality"]["baseline"]
     dq, dbq = r["distractors"]["qabot"], r["distractors"]["baseline"]
     c, w, t = r["cold"], r["warm"], r["throughput"]
@@ -275,7 +307,8 @@ def render(r: dict[str, Any]) -> str:
                 rows.append((f"{label}: first start after the ingest (builds the keyword index): peak RSS MB / s to first answer",
                              f"{first['peak_rss_mb']:,.0f} / {first['first_answer_s']:.1f}", "", "", "≤ 1,500 MB",
                              yes(first["peak_rss_mb"] <= 1500)))
-    lines.append(table(rows, ("measure", "qabot", "stock LlamaIndex", "ratio", "target", "met")))
+    rows += llm_rows(r)
+    lines.append(table(rows, HEADER))
     if scale:
         lines.append(f"\nscale rows: {r.get('scale_source', '')}")
     return "\n".join(lines)
@@ -288,6 +321,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 100_000], help="Scale sizes in chunks.")
     parser.add_argument("--cold-reps", type=int, default=None, help="Cold starts per side (default 3 quick, 5 full).")
     parser.add_argument("--threads", type=int, default=1, help="Threads for both ingest and raw encode (default 1, qabot's default).")
+    parser.add_argument("--only", choices=["llm"], help="Run one part alone: llm = llamacpp and Discord streaming.")
     parser.add_argument("--workdir", type=Path, default=WORK / "run")
     parser.add_argument("--json", type=Path, help="Also write all numbers to this JSON file.")
     parser.add_argument("--keep", action="store_true", help="Keep the work folder (indexes, corpora).")

