@@ -3,9 +3,10 @@
     python -m benchmarks --only llm        # this part of the benchmark run alone
 
 Each thread count runs in its own process (`python -m benchmarks.llm run`), so that its peak RSS
-is its own. Per dev question: time to first token (from `ask()`, so retrieval is included),
-llama.cpp's own prompt and generation rates, answer latency, and whether the model's reply was
-used or the offline answer given instead, with the notice's reason.
+is its own. Per dev question, with qabot's default settings: time to first token (from `ask()`, so
+retrieval is included), llama.cpp's own prompt and generation rates (counted from the streamed
+tokens when a generation was stopped at the timeout), answer latency, and whether the model's
+reply was used or the offline answer given instead, with the notice's reason.
 """
 
 from __future__ import annotations
@@ -38,15 +39,18 @@ def measure(data: Path, model: Path, threads: int, questions: list[str]) -> dict
     client = pipeline.llm.client
     rows = []
     for question in questions:
-        first: list[float] = []
+        stamps: list[float] = []  # one per streamed delta (llama.cpp streams one token per delta)
+        client.last_timings = {}
         t0 = time.perf_counter()
-        answer = pipeline.ask(question, on_token=lambda _d: first or first.append(time.perf_counter()))
+        answer = pipeline.ask(question, on_token=lambda _d: stamps.append(time.perf_counter()))
         total = time.perf_counter() - t0
-        timings = dict(client.last_timings)
+        timings = dict(client.last_timings)  # none when the generation was stopped at the timeout
+        if not timings and len(stamps) > 1:
+            timings = {"predicted_n": len(stamps), "predicted_per_second": (len(stamps) - 1) / (stamps[-1] - stamps[0])}
         reason = REASON.search(answer.notice)
         rows.append({
             "question": question, "total_ms": total * 1000, "answer_ms": answer.timings_ms["answer"],
-            "ttft_ms": (first[0] - t0) * 1000 if first else None,
+            "ttft_ms": (stamps[0] - t0) * 1000 if stamps else None,
             "prompt_tokens": timings.get("prompt_n"), "prompt_tokens_per_s": timings.get("prompt_per_second"),
             "cached_tokens": timings.get("cache_n"), "generated_tokens": timings.get("predicted_n"),
             "tokens_per_s": timings.get("predicted_per_second"),

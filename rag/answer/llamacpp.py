@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 MAX_DEFAULT_CONTEXT = 8192
 
 #: Prompt tokens llama.cpp processes between two progress callbacks, i.e. between two chances to
-#: stop. 256 cost no measurable prompt speed against the default 2048 on 2 cores (gemma-3-270m)
-#: and bound a stop request to ~0.5 s of prompt processing on an idle core.
+#: stop. Measured with gemma-3-270m on 2 busy cores, 700-token prompts: 187/129/133 prompt tokens/s
+#: at 256 against 170/105/123 at llama.cpp's default 2048, so the finer chance to stop costs nothing.
 PROMPT_BATCH = 256
 
 #: Low but not zero: greedy decoding makes small models loop on one phrase.
@@ -172,6 +172,10 @@ def _params(settings: Settings, info: GGUFInfo, *, context: int, slots: int, thr
     p.n_parallel = slots
     p.n_ctx = context * slots  # llama.cpp splits n_ctx between the slots
     p.n_batch = p.n_ubatch = PROMPT_BATCH
+    # Sliding-window models (Gemma 3) keep a full KV cache, so the instructions that open every prompt are
+    # processed once, not per question (measured: 630 -> 365 prompt tokens for the second question).
+    # The memory check above already counts a full cache for every layer.
+    p.swa_full = True
     p.hostnames = [str(socket_dir / "llama.sock")]  # the listener it always opens: a Unix socket, no TCP port
     p.api_keys = [secrets.token_urlsafe(24)]
     p.n_threads_http = 1
