@@ -54,7 +54,8 @@ def measure(data: Path, model: Path, threads: int, questions: list[str]) -> dict
             "prompt_tokens": timings.get("prompt_n"), "prompt_tokens_per_s": timings.get("prompt_per_second"),
             "cached_tokens": timings.get("cache_n"), "generated_tokens": timings.get("predicted_n"),
             "tokens_per_s": timings.get("predicted_per_second"),
-            "used": answer.backend == client.name, "refused": answer.refused,
+            # A refusal names the LLM as backend too, but off-corpus questions are refused before any LLM call.
+            "used": answer.backend == client.name and not answer.refused, "refused": answer.refused,
             "reason": reason.group(1) if reason else ("" if answer.backend == client.name else answer.notice),
         })
     return {"threads": threads, "load_s": load_s, "rows": rows}
@@ -78,7 +79,7 @@ def llm_benchmark(data: Path, model: Path, threads: tuple[int, ...] = (1, 2)) ->
             "tokens_per_s": median(values("tokens_per_s")), "prompt_tokens_per_s": median(values("prompt_tokens_per_s")),
             "prompt_tokens": median(values("prompt_tokens")), "generated_tokens": median(values("generated_tokens")),
             "used": sum(r["used"] for r in rows), "refused": sum(r["refused"] for r in rows),
-            "fell_back": dict(Counter(r["reason"] for r in rows if not r["used"])), "rows": rows,
+            "fell_back": dict(Counter(r["reason"] for r in rows if not r["used"] and not r["refused"])), "rows": rows,
         }
     return out
 
@@ -95,9 +96,9 @@ def render_rows(r: dict[str, Any]) -> list[tuple[str, ...]]:
              f"{s['tokens_per_s']:.1f} ({s['prompt_tokens_per_s']:.0f}; {s['prompt_tokens']:.0f}, {s['generated_tokens']:.0f})",
              "", "", "", ""),
             (f"{label}: load s / peak RSS MB", f"{s['load_s']:.1f} / {s['peak_rss_mb']:,.0f}", "", "", "", ""),
-            (f"{label}: replies used / fell back (why)",
-             f"{s['used']} / {sum(s['fell_back'].values())} (" + "; ".join(f"{k}: {v}" for k, v in s["fell_back"].items()) + ")",
-             "", "", "", ""),
+            (f"{label}: replies used / fell back (why) / refused before any LLM call",
+             f"{s['used']} / {sum(s['fell_back'].values())} (" + "; ".join(f"{k}: {v}" for k, v in s["fell_back"].items())
+             + f") / {s['refused']}", "", "", "", ""),
         ]
     return rows
 
