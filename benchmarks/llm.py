@@ -54,7 +54,7 @@ def measure(data: Path, model: Path, threads: int, questions: list[str]) -> dict
             "prompt_tokens": timings.get("prompt_n"), "prompt_tokens_per_s": timings.get("prompt_per_second"),
             "cached_tokens": timings.get("cache_n"), "generated_tokens": timings.get("predicted_n"),
             "tokens_per_s": timings.get("predicted_per_second"),
-            # A refusal names the LLM as backend too, but off-corpus questions are refused before any LLM call.
+            # Refused: off-corpus (before any LLM call) or the model said it does not know; not a used reply.
             "used": answer.backend == client.name and not answer.refused, "refused": answer.refused,
             "reason": reason.group(1) if reason else ("" if answer.backend == client.name else answer.notice),
         })
@@ -96,7 +96,7 @@ def render_rows(r: dict[str, Any]) -> list[tuple[str, ...]]:
              f"{s['tokens_per_s']:.1f} ({s['prompt_tokens_per_s']:.0f}; {s['prompt_tokens']:.0f}, {s['generated_tokens']:.0f})",
              "", "", "", ""),
             (f"{label}: load s / peak RSS MB", f"{s['load_s']:.1f} / {s['peak_rss_mb']:,.0f}", "", "", "", ""),
-            (f"{label}: replies used / fell back (why) / refused before any LLM call",
+            (f"{label}: replies used / fell back (why) / refused",
              f"{s['used']} / {sum(s['fell_back'].values())} (" + "; ".join(f"{k}: {v}" for k, v in s["fell_back"].items())
              + f") / {s['refused']}", "", "", "", ""),
         ]
