@@ -34,7 +34,7 @@ from rag.conversation import CONVERSATION_TURNS
 from rag.settings import Settings
 from rag.types import Answer, Turn
 
-from .discord_format import Reply, one_line, render_answer, render_documents, thread_name
+from .discord_format import Reply, question_line, render_answer, render_documents, thread_name
 from .discord_stream import StreamedReply
 from .feedback import FeedbackStore
 from .ratelimit import RateLimiter
@@ -231,12 +231,12 @@ class QABot(discord.Client):
 
         channel = interaction.channel
         conversation = channel.id if isinstance(channel, (discord.Thread, discord.DMChannel)) else None
-        header = f"**Q:** {discord.utils.escape_markdown(one_line(question, 300))}\n\n"
 
-        async def show(_: Any, text: str) -> discord.InteractionMessage:  # the "thinking…" response grows
-            return await interaction.edit_original_response(content=header + text, allowed_mentions=NO_PINGS)
+        async def show(text: str) -> discord.InteractionMessage:  # the "thinking…" response grows
+            return await interaction.edit_original_response(content=text, allowed_mentions=NO_PINGS)
 
-        stream: StreamedReply[discord.InteractionMessage] = StreamedReply(lambda text: show(None, text), show)
+        stream: StreamedReply[discord.InteractionMessage] = StreamedReply(
+            show, lambda _response, text: show(text), header=question_line(question))
         try:
             history = await self._history(conversation, dm=interaction.guild is None)
             ask = _Ask(question.strip(), interaction.user.id, history, header=question)

@@ -279,7 +279,7 @@ def render_answer(answer: Answer, *, question: str | None = None, limit: int = M
     body = clean_llm_text(answer.text, (s.url for s in answer.sources)).strip()
     parts = []
     if question:
-        parts.append(f"**Q:** {discord.utils.escape_markdown(one_line(question, 300))}")
+        parts.append(question_line(question))
     if answer.notice:
         parts.append(f"⚠️ *{one_line(answer.notice, 500)}*")
     parts.append(body or "*(empty answer)*")
@@ -297,12 +297,18 @@ WRITING = "✍️ *writing the answer…*"
 PREVIEW_LIMIT = MESSAGE_LIMIT - 100
 
 
-def render_preview(partial: str) -> str:
+def question_line(question: str) -> str:
+    """The question repeated above an answer whose asker's message is not next to it (slash commands)."""
+    return f"**Q:** {discord.utils.escape_markdown(one_line(question, 300))}"
+
+
+def render_preview(partial: str, header: str = "") -> str:
     """An answer still being written: the text so far (not yet checked) and a note that it is."""
+    top = f"{header}\n\n" if header else ""
     text = clean_llm_text(preview(partial)).strip()
     if not text:
-        return WRITING
-    return f"{_truncate(text, PREVIEW_LIMIT)} ▍\n-# {WRITING} Sources and quotes are checked when it is done."
+        return top + WRITING
+    return f"{top}{_truncate(text, PREVIEW_LIMIT - len(top))} ▍\n-# {WRITING} Sources and quotes are checked when it is done."
 
 
 def thread_name(question: str) -> str:

@@ -33,8 +33,11 @@ M = TypeVar("M")
 class StreamedReply(Generic[M]):
     """The message of one answer in progress; `on_token` may be called from any thread."""
 
-    def __init__(self, post: Callable[[str], Awaitable[M]], edit: Callable[[M, str], Awaitable[Any]]) -> None:
+    def __init__(
+        self, post: Callable[[str], Awaitable[M]], edit: Callable[[M, str], Awaitable[Any]], *, header: str = ""
+    ) -> None:
         self._post, self._edit = post, edit
+        self._header = header  # shown above the text (the question, for slash commands)
         self._loop = asyncio.get_running_loop()
         self._parts: list[str] = []
         self._changed = asyncio.Event()
@@ -65,7 +68,7 @@ class StreamedReply(Generic[M]):
             return  # answered before anything had to be shown
         self._changed.clear()
         try:
-            self.message = await self._post(render_preview("".join(self._parts)))
+            self.message = await self._post(render_preview("".join(self._parts), self._header))
             self._last_write = time.monotonic()
             while not self._done:
                 await self._changed.wait()
@@ -73,7 +76,7 @@ class StreamedReply(Generic[M]):
                 await asyncio.sleep(max(0.0, self._last_write + EDIT_INTERVAL_S - time.monotonic()))
                 if self._done:
                     return
-                await self._edit(self.message, render_preview("".join(self._parts)))
+                await self._edit(self.message, render_preview("".join(self._parts), self._header))
                 self._last_write = time.monotonic()
                 self.edits += 1
         except discord.HTTPException as exc:  # the final answer still goes out the usual way
