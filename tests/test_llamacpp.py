@@ -3,7 +3,7 @@
 A 270M-parameter model invents freely; that is the point. Whatever it writes, what a user is
 shown must hold: no quote presented as verified that is not in its article, no citation to a
 source that is not listed, no chat-template or fence markup, and a notice saying why when its
-reply was not used. Replies are short (48 tokens) and few, so the module stays within a couple
+reply was not used. Replies are short (32 tokens) and few, so the module stays within a couple
 of minutes on two busy cores.
 """
 
@@ -80,7 +80,7 @@ def test_llamacpp_answers_stream_and_what_is_shown_is_grounded(llamacpp_pipeline
     assert name == "llamacpp:gemma-3-270m-q4_k_m"
     assert client.chat_template == "gemma"  # the GGUF has none; llama.cpp's ChatML fallback made it write "<|im_end|>"
     most_deltas = 0
-    for question in DEV[:3]:
+    for question in DEV[:2]:
         tokens = Tokens()
         answer = llamacpp_pipeline.ask(question, on_token=tokens)
         returned = time.monotonic()
@@ -228,7 +228,7 @@ def test_cli_without_a_model_file_says_so_in_one_line(tmp_path: Path, built_data
 
 def test_ask_json_with_the_real_model_answers_within_the_timeout(gemma_model: Path, built_data_dir: Path, pipeline: QAPipeline) -> None:
     env = {"QABOT_CORPUS_DIR": str(CORPUS), "QABOT_DATA_DIR": str(built_data_dir), "QABOT_ANSWERER": "llamacpp",
-           "QABOT_LLM_MODEL": str(gemma_model), "QABOT_LLM_MAX_TOKENS": "48", "QABOT_TOP_K": "3",
+           "QABOT_LLM_MODEL": str(gemma_model), "QABOT_LLM_MAX_TOKENS": "24", "QABOT_TOP_K": "2",
            "QABOT_LLM_TIMEOUT": "60", "QABOT_LLM_THREADS": "2"}
     questions = [DEV[0], DEV[4]]
     result = run_qabot("ask", "--json", env=env, input="\n".join(questions) + "\n", timeout=280)
