@@ -161,7 +161,7 @@ def test_any_value_outside_a_settings_range_is_a_one_line_error_naming_it(var, r
     ("env", "needle"),
     [
         ({"QABOT_TOP_K": "lots"}, "QABOT_TOP_K='lots' is not a whole number (allowed: 1..50)"),
-        ({"QABOT_ANSWERER": "gpt5"}, "QABOT_ANSWERER='gpt5' is not a known value (allowed: extractive, openai, ollama"),
+        ({"QABOT_ANSWERER": "gpt5"}, "QABOT_ANSWERER='gpt5' is not a known value (allowed: extractive, llamacpp, openai, ollama"),
         ({"QABOT_CHUNK_OVERLAP": "150"}, "QABOT_CHUNK_OVERLAP=150 is out of range (allowed: 0..99, under half"),
         ({"QABOT_REFUSE": "maybe"}, "QABOT_REFUSE='maybe' is not true or false"),
         ({"QABOT_SENTENCE_PRECISION": "fp16"}, "QABOT_SENTENCE_PRECISION='fp16' is not a known value (allowed: int8, float32)"),

@@ -42,6 +42,7 @@ LIST_CUTOFF = 0.5
 #: "summarise the article…" quotes this many sentences of the article's start.
 SUMMARY_SENTENCES = 3
 
+_TERMINAL = tuple('.!?…"”’\')')
 _PRONOUN_START = re.compile(r"^(he|she|they|it|this|these|those|that|his|her|their|its)\b", re.I)
 _REASON = re.compile(r"\b(because|since|due to|as a result of|owing to|in order to|so that|after|following)\b", re.I)
 
@@ -313,7 +314,9 @@ def _next_sentence(ev: Evidence, best: SentenceEvidence) -> list[SentenceEvidenc
     """The sentence after the best one when it goes on about the question ("…, he added")."""
     for s in ev.sentences:
         if s.hit is best.hit and s.position == best.position + 1:
-            return [s] if s.keywords > 0 and not _redundant(s, best) else []
+            # a sub-heading is not a sentence that goes on ("…slowed." then "Why the cuts")
+            goes_on = s.keywords > 0 and s.text.rstrip().endswith(_TERMINAL) and not _redundant(s, best)
+            return [s] if goes_on else []
     return []
 
 
