@@ -18,9 +18,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .text import TERMINAL
+
 CLEANER_VERSION = "1"
 
-_TERMINAL = tuple('.!?…"”’\')')
 # Promotions written as whole sentences: dropped even though they look like prose.
 _PROMO_SENTENCE = re.compile(
     r"(?i)(delivered directly to your inbox|subscribe now|subscribe to our|sign up (here|now|today|for our)"
@@ -76,7 +77,7 @@ def is_prose(line: str) -> bool:
     if len(line) >= 160 and len(words) >= 12:
         return True
     letters = sum(ch.isalpha() for ch in line)
-    return len(words) >= 6 and line.rstrip().endswith(_TERMINAL) and letters >= len(line) * 0.5
+    return len(words) >= 6 and line.rstrip().endswith(TERMINAL) and letters >= len(line) * 0.5
 
 
 def is_promo(line: str) -> bool:

@@ -24,6 +24,8 @@ _EXTRA_STOPWORDS = {
 }
 STOPWORDS = frozenset(STOPWORDS_EN) | _EXTRA_STOPWORDS
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+#: What a sentence ends with, closing quotes and brackets included (headlines and labels end otherwise).
+TERMINAL = tuple('.!?…"”’\')')
 _TOKEN_RE = re.compile(TOKEN_PATTERN)
 
 

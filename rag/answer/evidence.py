@@ -26,7 +26,7 @@ import numpy as np
 from ..embed import Embedder
 from ..nlp import Candidate, annotation_of
 from ..retrieve import Hit, KeywordIndex
-from ..text import terms
+from ..text import TERMINAL, terms
 from .question import NUMERIC, Question, stem
 
 #: Weight of the idf-weighted share of question words in a sentence, beside its cosine similarity
@@ -69,7 +69,6 @@ EVIDENCE_SENTENCES = 3
 MIN_SENTENCE_WORDS = 3
 
 _WORD = re.compile(r"\w\w+", re.UNICODE)
-_TERMINAL = tuple('.!?…"”’\')')
 #: "who" answers, best first: a person, then an organisation, a group, a place.
 _WHO_WEIGHTS = {"PERSON": 1.0, "ORG": 0.7, "NORP": 0.6, "GPE": 0.4}
 
@@ -200,7 +199,7 @@ def gather(
         weights, total = weights_in(lang)
         own = set(terms(s.text, lang))
         s.keywords = sum(w for t, w in weights.items() if t in own) / total
-        before = _previous(s, sentences)
+        before = neighbour(s, sentences, -1)
         title = str(s.hit.metadata.get("title", ""))
         context_text = " ".join(x for x in (before.text if before else "", s.text, title) if x)
         context = set(terms(context_text, lang))
@@ -211,7 +210,7 @@ def gather(
         s.spans = _score_spans(s, question, weights, total)
         best_span = max((sp.score for sp in s.spans), default=0.0)
         s.score = s.dense + KEYWORD_WEIGHT * s.keywords + CONTEXT_WEIGHT * (s.context - s.keywords) + 0.02 / (1 + s.hit_rank) + CANDIDATE_WEIGHT * max(best_span, 0.0)
-        if not s.text.rstrip().endswith(_TERMINAL) or s.text == title:
+        if not s.text.rstrip().endswith(TERMINAL) or s.text == title:
             s.score -= 0.15  # headlines and labels rarely answer; their sentences do
         s.score -= MISSING_KEY_PENALTY * s.missing_keys
         if question.negated and not s.negated:
@@ -252,9 +251,10 @@ def sentences_of(hits: Sequence[Hit]) -> list[SentenceEvidence]:
     return out
 
 
-def _previous(s: SentenceEvidence, sentences: list[SentenceEvidence]) -> SentenceEvidence | None:
+def neighbour(s: SentenceEvidence, sentences: Sequence[SentenceEvidence], step: int) -> SentenceEvidence | None:
+    """The sentence `step` places from `s` in the same chunk (-1: the one before), if gathered."""
     for other in sentences:
-        if other.hit is s.hit and other.position == s.position - 1:
+        if other.hit is s.hit and other.position == s.position + step:
             return other
     return None
 

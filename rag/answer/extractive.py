@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from ..embed import Embedder
 from ..nlp import annotation_of
 from ..retrieve import Hit, KeywordIndex
-from ..text import terms
+from ..text import TERMINAL, terms
 from ..types import Answer, Source
-from .evidence import Evidence, SentenceEmbeddingCache, SentenceEvidence, Span, gather, sentences_of
+from .evidence import Evidence, SentenceEmbeddingCache, SentenceEvidence, Span, gather, neighbour, sentences_of
 from .question import Question, analyse
 
 #: The best candidate leads alone only when it beats the next unrelated candidate of its sentence
@@ -42,7 +42,6 @@ LIST_CUTOFF = 0.5
 #: "summarise the article…" quotes this many sentences of the article's start.
 SUMMARY_SENTENCES = 3
 
-_TERMINAL = tuple('.!?…"”’\')')
 _PRONOUN_START = re.compile(r"^(he|she|they|it|this|these|those|that|his|her|their|its)\b", re.I)
 _REASON = re.compile(r"\b(because|since|due to|as a result of|owing to|in order to|so that|after|following)\b", re.I)
 
@@ -312,12 +311,12 @@ def _reason(s: SentenceEvidence) -> str:
 
 def _next_sentence(ev: Evidence, best: SentenceEvidence) -> list[SentenceEvidence]:
     """The sentence after the best one when it goes on about the question ("…, he added")."""
-    for s in ev.sentences:
-        if s.hit is best.hit and s.position == best.position + 1:
-            # a sub-heading is not a sentence that goes on ("…slowed." then "Why the cuts")
-            goes_on = s.keywords > 0 and s.text.rstrip().endswith(_TERMINAL) and not _redundant(s, best)
-            return [s] if goes_on else []
-    return []
+    s = neighbour(best, ev.sentences, 1)
+    if s is None:
+        return []
+    # a sub-heading is not a sentence that goes on ("…slowed." then "Why the cuts")
+    goes_on = s.keywords > 0 and s.text.rstrip().endswith(TERMINAL) and not _redundant(s, best)
+    return [s] if goes_on else []
 
 
 def _more_support(ev: Evidence) -> list[SentenceEvidence]:

@@ -10,7 +10,7 @@ so what a question expects can be matched against what the ingest-time NER found
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..text import stemmer
 
@@ -96,7 +96,6 @@ class Question:
     key_words: tuple[str, ...] = ()  # names and numbers the answer's evidence must mention
     target: str = ""  # for "who/what is X": X
     sides: tuple[str, ...] = ()  # for comparisons: the things compared
-    tokens: tuple[str, ...] = field(default=(), repr=False)
 
 
 def stem(word: str) -> str:
@@ -114,7 +113,7 @@ def analyse(text: str) -> Question:
     words = [t for t in lower if t[0].isalnum() or t == "n't"]
     negated = any(w in _NEGATIONS or w.endswith("n't") for w in words)
     keys = _key_words(tokens)
-    common = dict(text=text, negated=negated, key_words=keys, tokens=tokens)
+    common = dict(text=text, negated=negated, key_words=keys)
     if _SUMMARY.search(text):
         return Question(kind="summary", **common)
     wh_at = next((i for i, w in enumerate(lower) if w in _WH), None)
