@@ -66,6 +66,15 @@ def test_a_number_question_leads_with_the_number(shapes) -> None:  # noqa: ANN00
     assert verify_quote(answer.sources[0].quote, article(shapes, answer.sources[0].doc_id))
 
 
+def test_a_number_the_article_gives_elsewhere_does_not_answer(shapes) -> None:  # noqa: ANN001
+    """A look-alike question: 212 stands in the article (the dead), not with the dam's cracks."""
+    answered = shapes.ask("How many homes did the 6.8 earthquake destroy?")
+    assert "4,000" in lead(answered.text), answered.text
+    look_alike = shapes.ask("Who checked the dam for 212 cracks?")
+    assert look_alike.refused, look_alike.text
+    assert look_alike.evidence < shapes.settings.min_evidence <= answered.evidence
+
+
 def test_who_is_reads_a_description_in_front_of_the_name(shapes) -> None:  # noqa: ANN001
     assert lead(shapes.ask("Who is Tomas Ibarra?").text) == "The regional governor"
     assert lead(shapes.ask("Who is Ana Duarte?").text) == "Council member Ana Duarte"

@@ -69,6 +69,9 @@ EVIDENCE_SENTENCES = 3
 MIN_SENTENCE_WORDS = 3
 
 _WORD = re.compile(r"\w\w+", re.UNICODE)
+#: A number, a year, a decade or an ordinal written in digits ("2,000", "3.21", "7-10", "1990s", "5th");
+#: not a name with a digit in it ("5G", "Astra 2A").
+_NUMBER = re.compile(r"\d[\d,.\-–]*(?:s|st|nd|rd|th)?")
 #: "who" answers, best first: a person, then an organisation, a group, a place.
 _WHO_WEIGHTS = {"PERSON": 1.0, "ORG": 0.7, "NORP": 0.6, "GPE": 0.4}
 
@@ -100,6 +103,7 @@ class SentenceEvidence:
     keywords: float = 0.0  # idf-weighted share of the question's words in the sentence
     context: float = 0.0  # the same over the sentence, the one before it and the title
     missing_keys: float = 0.0  # names/numbers of the question not found, weighted by rarity (see _missing)
+    distant_numbers: int = 0  # numbers of the question the chunk has, but not this sentence or the one before
     dense: float = 0.0
     vector: np.ndarray | None = None
     spans: list[Span] = field(default_factory=list)
@@ -191,6 +195,7 @@ def gather(
     qv = np.asarray(question_vector, dtype=np.float32)
     shown_set = {" ".join(s.split()) for s in shown}
     keys = [k for k in question.key_words if k.lower() in words.lower()]
+    numbers = [_number(k) for k in keys if _NUMBER.fullmatch(k)]
     cache: dict[str, float] = {}
     for s, vec in zip(sentences, sentence_vectors.embed([s.text for s in sentences])):
         s.vector = vec
@@ -207,6 +212,7 @@ def gather(
         # names and numbers may stand in the chunk or its retrieved neighbours: "the meeting" in
         # one chunk is the Prague meeting named in the chunk just before it
         s.missing_keys = _missing_cached(keys, s.hit, hits, cache, keyword)
+        s.distant_numbers = _distant_numbers(numbers, context_text, _surroundings(s.hit, hits)) if numbers else 0
         s.spans = _score_spans(s, question, weights, total)
         best_span = max((sp.score for sp in s.spans), default=0.0)
         s.score = s.dense + KEYWORD_WEIGHT * s.keywords + CONTEXT_WEIGHT * (s.context - s.keywords) + 0.02 / (1 + s.hit_rank) + CANDIDATE_WEIGHT * max(best_span, 0.0)
@@ -227,7 +233,7 @@ def coverage(question: Question, s: SentenceEvidence) -> float:
     # the words are there, the meaning is not ("the capital of Australia" against a sentence that
     # lists the countries at a meeting): a ramp, not a step, so int8 and float32 agree
     value *= min(1.0, max(0.0, (s.dense - UNRELATED_DENSE) / RELATED_DENSE_SPAN))
-    value *= MISSING_KEY_FACTOR ** s.missing_keys
+    value *= MISSING_KEY_FACTOR ** (s.missing_keys + s.distant_numbers)
     if question.negated and not s.negated:
         value *= NEGATION_MISMATCH_FACTOR
     return max(0.0, min(1.0, value))
@@ -259,14 +265,36 @@ def neighbour(s: SentenceEvidence, sentences: Sequence[SentenceEvidence], step: 
     return None
 
 
+def _number(text: str) -> str:
+    """A number as written in either text: "2,000" and "2000", "7–10" and "7-10" are one number."""
+    return re.sub(r"(?<=\d),(?=\d{3})", "", text).replace("–", "-").replace("—", "-").lower()
+
+
+def _distant_numbers(numbers: Sequence[str], context: str, surroundings: str) -> int:
+    """The question's numbers that the chunk's surroundings hold but the sentence (with the one before) does not.
+
+    A number is a local fact: "What has been held since 1987…" is not answered by "Since 1963,
+    the festival…" because 1987 stands elsewhere in the article. Numbers the whole chunk lacks
+    are counted by _missing already.
+    """
+    near, whole = _number(context), _number(surroundings)
+    bounded = [re.compile(rf"(?<![\d.]){re.escape(n)}(?![\d])") for n in numbers]
+    return sum(1 for b in bounded if b.search(whole) and not b.search(near))
+
+
 def _missing_cached(keys: Sequence[str], hit: Hit, hits: Sequence[Hit], cache: dict[str, float],
                     keyword: KeywordIndex) -> float:
     """_missing over the chunk, its title and the retrieved chunks right before and after it."""
     if hit.chunk_id not in cache:
-        index = int(hit.metadata.get("chunk_index", 0))
-        near = [h.text for h in hits if h.doc_id == hit.doc_id and abs(int(h.metadata.get("chunk_index", 0)) - index) <= 1]
-        cache[hit.chunk_id] = _missing(keys, "\n".join([str(hit.metadata.get("title", "")), *near]), keyword)
+        cache[hit.chunk_id] = _missing(keys, _surroundings(hit, hits), keyword)
     return cache[hit.chunk_id]
+
+
+def _surroundings(hit: Hit, hits: Sequence[Hit]) -> str:
+    """The chunk's title, the chunk and the retrieved chunks right before and after it."""
+    index = int(hit.metadata.get("chunk_index", 0))
+    near = [h.text for h in hits if h.doc_id == hit.doc_id and abs(int(h.metadata.get("chunk_index", 0)) - index) <= 1]
+    return "\n".join([str(hit.metadata.get("title", "")), *near])
 
 
 def _missing(keys: Sequence[str], text: str, keyword: KeywordIndex) -> float:
