@@ -75,6 +75,19 @@ def test_a_number_the_article_gives_elsewhere_does_not_answer(shapes) -> None:  
     assert look_alike.evidence < shapes.settings.min_evidence <= answered.evidence
 
 
+def test_a_name_inside_another_word_is_not_a_mention(shapes) -> None:  # noqa: ANN001
+    """"OLA" stands inside "solar", and the articles never name an OLA."""
+    answer = shapes.ask("What did the OLA say about the solar farm?")
+    assert answer.refused, answer.text
+    assert not shapes.ask("What did the council say about the solar farm?").refused
+
+
+def test_an_acronym_is_mentioned_by_its_spelled_out_name(pipeline) -> None:  # noqa: ANN001
+    """The article says "the European Union", the question "EU"."""
+    answer = pipeline.ask("Which organisations besides EU countries were expected at the Prague meeting?")
+    assert not answer.refused and "NATO" in answer.text, answer.text
+
+
 def test_who_is_reads_a_description_in_front_of_the_name(shapes) -> None:  # noqa: ANN001
     assert lead(shapes.ask("Who is Tomas Ibarra?").text) == "The regional governor"
     assert lead(shapes.ask("Who is Ana Duarte?").text) == "Council member Ana Duarte"

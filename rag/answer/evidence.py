@@ -314,7 +314,9 @@ def _missing(keys: Sequence[str], text: str, keyword: KeywordIndex) -> float:
     top = keyword.idf("") or 1.0  # a term in no chunk has the largest idf
     for key in keys:
         k = _plain(key)
-        if k in lowered or _ORDINALS.get(k, "\0") in words:
+        if re.search(rf"(?<!\w){re.escape(k)}(?!\w)", lowered) or _ORDINALS.get(k, "\0") in words:
+            continue
+        if _spelled_out(key, text):
             continue
         parts = _WORD.findall(k)
         if parts and all(p in words for p in parts):
@@ -324,6 +326,14 @@ def _missing(keys: Sequence[str], text: str, keyword: KeywordIndex) -> float:
         if match is None or match[1] < NAME_SIMILARITY:
             missing += max((keyword.idf(t) for t in terms(key)), default=top) / top
     return missing
+
+
+def _spelled_out(key: str, text: str) -> bool:
+    """Whether `text` spells out the acronym `key`: "EU" in "the European Union", "ECJ" in "European Court of Justice"."""
+    if not (2 <= len(key) <= 6 and key.isalpha() and key.isupper()):
+        return False
+    joiner = r"[\s-]+(?:(?:of|and|for|the|on|de)\s+)*"
+    return re.search(r"\b" + joiner.join(f"{ch}\\w+" for ch in key) + r"\b", text) is not None
 
 
 #: "5th" in a question, "fifth" in the article (and back).
