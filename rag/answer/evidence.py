@@ -312,8 +312,12 @@ def _missing(keys: Sequence[str], text: str, keyword: KeywordIndex) -> float:
     words = set(_WORD.findall(lowered)) | set(re.findall(r"\w+", lowered))
     missing = 0.0
     top = keyword.idf("") or 1.0  # a term in no chunk has the largest idf
+    # "Sky Drive" in a question, "SkyDrive" in the article: both words are mentioned
+    compounds = {k for a, b in zip(keys, keys[1:]) if _plain(a + b) in words for k in (a, b)}
     for key in keys:
         k = _plain(key)
+        if key in compounds or _transposed(k, words):
+            continue
         if re.search(rf"(?<!\w){re.escape(k)}(?!\w)", lowered) or _ORDINALS.get(k, "\0") in words:
             continue
         if _spelled_out(key, text):
@@ -326,6 +330,13 @@ def _missing(keys: Sequence[str], text: str, keyword: KeywordIndex) -> float:
         if match is None or match[1] < NAME_SIMILARITY:
             missing += max((keyword.idf(t) for t in terms(key)), default=top) / top
     return missing
+
+
+def _transposed(word: str, words: set[str]) -> bool:
+    """A short name typed with two letters swapped ("Gou" for "Guo"), which a ratio scores low."""
+    from rapidfuzz.distance import OSA
+
+    return len(word) >= 3 and any(len(w) == len(word) and sorted(w) == sorted(word) and OSA.distance(w, word) == 1 for w in words)
 
 
 def _spelled_out(key: str, text: str) -> bool:
