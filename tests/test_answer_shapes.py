@@ -88,6 +88,14 @@ def test_an_acronym_is_mentioned_by_its_spelled_out_name(pipeline) -> None:  # n
     assert not answer.refused and "NATO" in answer.text, answer.text
 
 
+def test_who_did_something_is_not_read_as_who_is(shapes) -> None:  # noqa: ANN001
+    """"Who voted…", "Who was sleeping…" ask for whoever did it; only "Who is <name>?" asks for a description."""
+    assert lead(shapes.ask("Who voted against the budget?").text) == "Ana Duarte"
+    # the only person in the sentence is the speaker, far from "sleeping in tents": no two-word guess
+    answer = shapes.ask("Who was sleeping in tents?")
+    assert "18,000" in lead(answer.text) and lead(answer.text) != "Tomas Ibarra", answer.text
+
+
 def test_who_is_reads_a_description_in_front_of_the_name(shapes) -> None:  # noqa: ANN001
     assert lead(shapes.ask("Who is Tomas Ibarra?").text) == "The regional governor"
     assert lead(shapes.ask("Who is Ana Duarte?").text) == "Council member Ana Duarte"

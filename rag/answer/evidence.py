@@ -86,6 +86,7 @@ class Span:
     label: str
     score: float
     typed: bool  # of the kind the question asks for
+    distance: int = 0  # words between the span and the nearest of the question's words in the sentence
 
 
 @dataclass
@@ -382,7 +383,7 @@ def _score_spans(s: SentenceEvidence, question: Question, weights: dict[str, flo
         outside = [i for i in matched if not first <= i <= last]
         distance = min((first - i if i < first else i - last for i in outside), default=len(words))
         score = 0.45 * kind + 0.4 / (1 + distance / 2) - 0.4 * overlap - 0.01 * max(0, last - first)
-        out.append(Span(c.start, c.end, span_text, c.label, score, typed))
+        out.append(Span(c.start, c.end, span_text, c.label, score, typed, distance))
     out.sort(key=lambda sp: (-sp.score, sp.start))
     return out
 

@@ -191,6 +191,10 @@ def _definition_target(tokens: tuple[str, ...], wh_at: int) -> str:
     # "Who is the editor of X?" asks for a name, not a definition: only a name is defined.
     if not rest or len(rest) > 8 or rest[0].lower() in _DETERMINERS or any(t.lower() in _AUXILIARIES | _WH for t in rest):
         return ""
+    # "Who was drawn to Jacksonville…?" asks who did something: a lower-case phrase is a predicate,
+    # not a name ("What is photosynthesis?" is one word and still a definition)
+    if len(rest) > 1 and rest[0][0].islower():
+        return ""
     return " ".join(rest)
 
 
