@@ -375,8 +375,8 @@ def _score_spans(s: SentenceEvidence, question: Question, weights: dict[str, flo
         if not own and c.label not in NUMERIC | {"DATE", "TIME", "ORDINAL"}:
             continue
         overlap = sum(t in weights for t in own) / len(own) if own else 0.0
-        if own and overlap >= 1.0:
-            continue  # the question's own words are not its answer
+        if (own and overlap >= 1.0) or any(_spelled_out(k, span_text) for k in question.key_words):
+            continue  # the question's own words are not its answer ("the European Union" for "EU")
         typed, kind = _kind_score(c, question)
         first = next((i for i, (a, _, _) in enumerate(words) if a >= c.start), len(words))
         last = next((i for i in range(len(words) - 1, -1, -1) if words[i][1] <= c.end), first)
