@@ -127,6 +127,12 @@ def test_a_list_question_gathers_across_articles(shapes) -> None:  # noqa: ANN00
     assert {s.doc_id for s in answer.sources} == {"treaty_finland.txt", "treaty_estonia.txt"}
 
 
+def test_a_list_in_one_phrase_is_the_whole_answer(pipeline) -> None:  # noqa: ANN001
+    """"China and Russia" answers "which countries…"; other countries named nearby are not added to it."""
+    first = pipeline.ask("Which countries were not invited to the Prague meeting?").text.split("\n")[0]
+    assert re.fullmatch(r"China and Russia \[\d+\]", first), first
+
+
 def test_every_quote_stands_in_its_article(pipeline, shapes) -> None:  # noqa: ANN001
     questions = [json.loads(line)["question"] for f in (DEV_QUESTIONS, MORE_QUESTIONS) for line in f.read_text().splitlines()]
     checks = [(pipeline, q) for q in questions] + [

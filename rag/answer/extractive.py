@@ -19,7 +19,7 @@ from ..nlp import annotation_of
 from ..retrieve import Hit, KeywordIndex
 from ..text import TERMINAL, terms
 from ..types import Answer, Source
-from .evidence import Evidence, SentenceEmbeddingCache, SentenceEvidence, Span, gather, neighbour, sentences_of
+from .evidence import Evidence, SentenceEmbeddingCache, SentenceEvidence, Span, coverage, gather, neighbour, sentences_of
 from .question import Question, analyse
 
 #: The best candidate leads alone only when it beats the next unrelated candidate of its sentence
@@ -43,6 +43,11 @@ RELATIVE_CUTOFF = 0.3
 #: (wider than for one answer: the items of a list stand in sentences that rank lower).
 MAX_LIST_ITEMS = 5
 LIST_CUTOFF = 0.5
+#: ... and from sentences that cover the question about as well as the best one (this share of its
+#: coverage): "Which countries have signed…" is answered by each article's "X signed…", not by a
+#: sentence that merely names a country. A first item that is itself a list ("China and Russia") is
+#: the whole answer.
+LIST_COVERAGE_SHARE = 0.5
 #: "summarise the article…" quotes this many sentences of the article's start.
 SUMMARY_SENTENCES = 3
 
@@ -131,8 +136,11 @@ class ExtractiveAnswerer:
         seen: set[str] = set()
         best = ev.best
         assert best is not None
+        floor = LIST_COVERAGE_SHARE * coverage(ev.question, best)
         for s in ev.sentences:
             if s.score < best.score - LIST_CUTOFF or len(items) >= MAX_LIST_ITEMS:
+                break
+            if items and (_coordination(items[0].text) or coverage(ev.question, s) < floor):
                 break
             typed = [sp for sp in s.typed_spans if sp.score >= 0]
             if not typed:
@@ -334,6 +342,11 @@ def _more_support(ev: Evidence) -> list[SentenceEvidence]:
             continue
         chosen.append(s)
     return chosen[1:]
+
+
+def _coordination(text: str) -> bool:
+    """"China and Russia", "Microsoft, Dell and AT&T": a phrase that is itself a list."""
+    return bool(re.search(r",\s|\s(?:and|or)\s", text))
 
 
 def _widest_typed(spans: list[Span]) -> Span:
