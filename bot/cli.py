@@ -105,7 +105,7 @@ def _pipeline(settings: Settings, quiet: bool = False):  # -> QAPipeline
 
     def load() -> QAPipeline:
         # ask/chat/eval sync only when no other process is writing the index (rag/lock.py)
-        return QAPipeline.from_settings(settings, index=Index.from_settings(settings, lock="if-free"))
+        return QAPipeline.from_settings(settings, index=Index.from_settings(settings, lock="if-free", preload=True))
 
     console = Console(stderr=True, highlight=False)
     if quiet or not console.is_terminal:
