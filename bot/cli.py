@@ -7,6 +7,7 @@ nothing else about the pipeline lives in this module.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -253,7 +254,15 @@ cli.add_command(health_command)
 
 def main() -> None:
     """Console entry point."""
-    cli(prog_name="qabot")
+    try:
+        cli(prog_name="qabot")
+    finally:
+        # The command is over (its output written, its index closed); what is left is the interpreter
+        # tearing down ~1,000 modules, whose garbage collections made a cold `qabot ask` ~0.25 s slower
+        # to exit (median of 6 at load ~1.5: 2.01 s, 1.77 s with this). Objects still alive are no
+        # longer collected as cycles; atexit handlers (logging's flush) and module teardown run as before.
+        gc.disable()
+        gc.freeze()
 
 
 if __name__ == "__main__":
