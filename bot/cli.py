@@ -257,7 +257,7 @@ def main() -> None:
     try:
         cli(prog_name="qabot")
     finally:
-        # The command is over (its output written, its index closed); what is left is the interpreter
+        # The command is over and its output written; what is left is the interpreter
         # tearing down ~1,000 modules, whose garbage collections made a cold `qabot ask` ~0.25 s slower
         # to exit (median of 6 at load ~1.5: 2.01 s, 1.77 s with this). Objects still alive are no
         # longer collected as cycles; atexit handlers (logging's flush) and module teardown run as before.
