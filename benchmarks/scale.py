@@ -41,6 +41,11 @@ def fast_fill(corpus: Path, data: Path, tokens: int) -> dict[str, Any]:
     texts, metadata, BM25 and the HNSW graph are those of a real index of that size, the vectors
     are real embeddings of shorter text (same model, same distribution, not the same values).
     The ingest time of such a stage is not a measurement and is not reported as one.
+
+    Only the vectors are cut short: the sync is the real one, so every chunk also gets the spaCy
+    annotation a real ingest stores (metadata `nlp`, rag/nlp.py). Without it the answerer would
+    parse each retrieved chunk at question time (`annotation_of`'s fallback) and the serving
+    numbers would measure that instead; `chunks_without_nlp` counts such chunks (expected 0).
     """
     from rag.index import Index
     from rag.settings import load_settings
@@ -50,8 +55,18 @@ def fast_fill(corpus: Path, data: Path, tokens: int) -> dict[str, Any]:
     index.embedder._impl.truncate(tokens)
     started = time.perf_counter()
     report = index.sync()
-    return {"wall_s": time.perf_counter() - started, "peak_rss_mb": float("nan"), "documents": report.documents,
-            "chunks": report.chunks, "embedded": report.embedded, "sync_s": report.seconds, "fast_fill_tokens": tokens}
+    wall = time.perf_counter() - started
+    return {"wall_s": wall, "peak_rss_mb": float("nan"), "documents": report.documents,
+            "chunks": report.chunks, "embedded": report.embedded, "sync_s": report.seconds, "fast_fill_tokens": tokens,
+            "chunks_without_nlp": chunks_without_annotation(index)}
+
+
+def chunks_without_annotation(index: Any) -> int:
+    """Chunks whose stored spaCy annotation is missing or unreadable (each would be parsed per question)."""
+    from rag.nlp import META_KEY, Annotation
+
+    return sum(1 for _, text, meta in index.store.iter_chunks()
+               if text and not (isinstance(meta.get(META_KEY), str) and Annotation.from_json(meta[META_KEY])))
 
 
 def measure_serving(env: dict[str, str], n_synthetic: int = 40) -> dict[str, Any]:

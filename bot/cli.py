@@ -7,6 +7,7 @@ nothing else about the pipeline lives in this module.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -105,7 +106,7 @@ def _pipeline(settings: Settings, quiet: bool = False):  # -> QAPipeline
 
     def load() -> QAPipeline:
         # ask/chat/eval sync only when no other process is writing the index (rag/lock.py)
-        return QAPipeline.from_settings(settings, index=Index.from_settings(settings, lock="if-free"))
+        return QAPipeline.from_settings(settings, index=Index.from_settings(settings, lock="if-free", preload=True))
 
     console = Console(stderr=True, highlight=False)
     if quiet or not console.is_terminal:
@@ -253,7 +254,15 @@ cli.add_command(health_command)
 
 def main() -> None:
     """Console entry point."""
-    cli(prog_name="qabot")
+    try:
+        cli(prog_name="qabot")
+    finally:
+        # The command is over and its output written; what is left is the interpreter
+        # tearing down ~1,000 modules, whose garbage collections made a cold `qabot ask` ~0.25 s slower
+        # to exit (median of 6 at load ~1.5: 2.01 s, 1.77 s with this). Objects still alive are no
+        # longer collected as cycles; atexit handlers (logging's flush) and module teardown run as before.
+        gc.disable()
+        gc.freeze()
 
 
 if __name__ == "__main__":

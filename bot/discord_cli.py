@@ -45,7 +45,7 @@ def run_discord(settings: Settings, pipeline_factory: Callable[[Settings], Any] 
 
         def pipeline_factory(s: Settings) -> Any:
             # the bot writes (a sync at start and on /reindex): it holds the writer lock while it runs
-            return QAPipeline.from_settings(s, index=Index.from_settings(s, lock="hold"))
+            return QAPipeline.from_settings(s, index=Index.from_settings(s, lock="hold", preload=True))
     asyncio.run(serve(settings, token, pipeline_factory))
 
 

@@ -53,9 +53,16 @@ class Index:
         rebuild: bool = False,
         embedder: Embedder | None = None,
         lock: LockPolicy = "each-write",
+        preload: bool = False,
     ) -> Index:
-        """Open the index the settings name (creating it when absent); `rebuild` starts it over."""
+        """Open the index the settings name (creating it when absent); `rebuild` starts it over.
+
+        `preload` (answering): open the embedding model and its sentence-ranking copy on a
+        background thread while the store opens, rather than at the first question.
+        """
         embedder = embedder or Embedder(resolve_model(settings.embed_model), settings.embed_batch_size, settings.torch_threads)
+        if preload:
+            embedder.preload(settings.sentence_precision)
         writer = WriterLock.for_settings(settings)
         if writer is not None and (lock != "if-free" or rebuild):
             writer.acquire()

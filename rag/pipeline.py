@@ -81,7 +81,7 @@ class QAPipeline:
     @classmethod
     def from_settings(cls, settings: Settings, *, sync: bool = True, index: Index | None = None) -> QAPipeline:
         """Open the index (building or syncing it from the corpus folder when `sync`) and the answerers."""
-        index = index or Index.from_settings(settings)
+        index = index or Index.from_settings(settings, preload=True)
         report = None
         problem = corpus_problem(settings.corpus_dir) if sync else ""
         if problem:

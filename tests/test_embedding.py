@@ -130,3 +130,32 @@ def test_float32_and_int8_sentence_ranking_answer_alike(built_data_dir: Path, em
         reports[precision] = evaluate(pipeline, questions)
     for report in reports.values():
         assert report.answer_correctness == 1.0 and report.refusal_rate == 1.0 and report.false_refusals == 0
+
+
+def test_preload_opens_only_cached_models_and_answers_alike(tmp_path: Path, cache_with_export: Path,
+                                                            embedder: Embedder) -> None:
+    """`qabot ask` opens the models in the background; it never makes a file there, and the model it opens is
+    the one the answerer then uses."""
+    empty = Embedder(embedder.model, cache_dir=tmp_path / "empty")
+    thread = empty.preload("int8")
+    assert thread is not None
+    thread.join(timeout=60)
+    assert not (tmp_path / "empty").exists() and "_impl" not in empty.__dict__  # no export off the main path
+
+    full = Embedder(embedder.model, cache_dir=cache_with_export)
+    thread = full.preload("int8")
+    assert thread is not None
+    thread.join(timeout=60)
+    recipe = OnnxRecipe.read(embedder.model.model_id, embedder.model.path)
+    assert recipe is not None
+    assert "_impl" in full.__dict__ and not recipe.cache_path(cache_with_export, "int8").exists()  # no quantizing either
+
+    fast = full.with_precision("int8")
+    assert fast is full.with_precision("int8")  # what the pipeline asks for is what was preloaded
+    fast.embed_query("make the int8 copy")
+    again = Embedder(embedder.model, cache_dir=cache_with_export)
+    again.preload("int8").join(timeout=60)
+    assert "_impl" in again.with_precision("int8").__dict__
+    text = "Who signed the 5G deal in Warsaw?"
+    assert again.embed_query(text) == embedder.embed_query(text)
+    assert again.with_precision("int8").embed_query(text) == fast.embed_query(text)
