@@ -48,6 +48,7 @@ class Var:
     secret: bool = False
     low: float | None = None  # int/float: smallest allowed value
     high: float | None = None  # int/float: largest allowed value
+    special: float | None = None  # int/float: one more allowed value outside low..high (0: "the model's own")
     choices: tuple[str, ...] = ()  # str: the allowed values (matched case-insensitively)
     pattern: str = ""  # str: a regular expression the whole value must match...
     shape: str = ""  # ...and how to say it to a user
@@ -58,7 +59,8 @@ class Var:
         if self.kind == "bool":
             return "true or false"
         if self.kind in ("int", "float"):
-            return f"{_number(self.low)}..{_number(self.high)}"
+            span = f"{_number(self.low)}..{_number(self.high)}"
+            return span if self.special is None else f"{_number(self.special)}, or {span}"
         if self.choices:
             return ", ".join(self.choices)
         if self.pattern:
@@ -97,6 +99,8 @@ class Var:
         if self.kind in ("int", "float"):
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise self.error(shown, "not a number")
+            if value == self.special:
+                return
             if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
                 raise self.error(shown, "out of range")
         elif self.choices and value not in self.choices:
@@ -110,7 +114,10 @@ class Var:
 
 
 def _number(x: float | None) -> str:
-    return "" if x is None else f"{x:g}"
+    """1048576 as "1048576", not "1.04858e+06"; 0.01 as "0.01"."""
+    if x is None:
+        return ""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 _IDS = r"[0-9]{1,20}"
@@ -169,7 +176,8 @@ SETTINGS_SPEC: tuple[Var, ...] = (
     Var("QABOT_LLM_THREADS", "llm_threads", "0", "CPU threads for llamacpp; 0 uses every core this process may run on.",
         "int", low=0, high=256),
     Var("QABOT_LLM_CONTEXT", "llm_context", "0",
-        "Context window for llamacpp, in tokens; 0 takes the model's own, at most 8192.", "int", low=0, high=1_048_576),
+        "Context window for llamacpp, in tokens; 0 takes the model's own, at most 8192.", "int", low=512, high=1_048_576,
+        special=0),
     Var("QABOT_LLM_CHAT_TEMPLATE", "llm_chat_template", "",
         "llamacpp chat template (e.g. gemma, chatml, llama3); empty uses the GGUF's own, else one chosen by architecture."),
     Var("OPENAI_API_KEY", "openai_api_key", "", "Key for the openai answerer.", secret=True),
@@ -258,11 +266,6 @@ def validate(s: Settings) -> Settings:
         raise SettingsError(
             f"QABOT_CHUNK_OVERLAP={s.chunk_overlap} is out of range (allowed: 0..{s.chunk_size // 2 - 1}, under half "
             f"of QABOT_CHUNK_SIZE={s.chunk_size}); fix it in the environment or .env"
-        )
-    if 0 < s.llm_context < 512:
-        raise SettingsError(
-            f"QABOT_LLM_CONTEXT={s.llm_context} is out of range (allowed: 0 for the model's own, or 512..1048576); "
-            "fix it in the environment or .env"
         )
     return s
 

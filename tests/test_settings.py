@@ -117,7 +117,7 @@ def _within_declared_range(var, raw: str, value: object) -> bool:  # noqa: ANN00
     """An oracle written apart from rag/settings.py: what an accepted value must look like."""
     text = raw.strip()
     if var.kind in ("int", "float"):
-        return text.isascii() and math.isfinite(value) and var.low <= value <= var.high  # type: ignore[operator]
+        return text.isascii() and math.isfinite(value) and (var.low <= value <= var.high or value == var.special)  # type: ignore[operator]
     if var.kind == "bool":
         return text.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off", "")
     if var.kind == "path":
@@ -132,7 +132,8 @@ def _within_declared_range(var, raw: str, value: object) -> bool:  # noqa: ANN00
 def test_every_setting_declares_what_it_allows() -> None:
     for var in SETTINGS_SPEC:
         if var.kind in ("int", "float"):
-            assert var.low is not None and var.high is not None and var.low <= float(var.default) <= var.high, var.env
+            assert var.low is not None and var.high is not None, var.env
+            assert var.low <= float(var.default) <= var.high or float(var.default) == var.special, var.env
         assert var.allowed, var.env
         var.parse(var.default)  # every default is inside its own range
 
