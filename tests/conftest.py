@@ -181,8 +181,6 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *
         assert needle in lines[0], lines[0]
 
 
-
-
 # ------------------------------------------------------------------------------------- the image install
 IMAGE_INSTALL_TEST = "test_deploy.py::test_image_install_in_a_fresh_venv_answers_from_another_folder"
 _IMAGE_INSTALL = pytest.StashKey["object"]()
