@@ -259,10 +259,11 @@ class ImageInstall:
     def stop(self) -> None:
         """Kill a running pip step, wait for the thread (bounded) and remove the ~2 GB venv."""
         self._stopped = True
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-        if self._thread.is_alive():
-            self._thread.join(60)
+        for _ in range(2):  # again, in case a step was starting while the first kill ran
+            if self._proc is not None and self._proc.poll() is None:
+                self._proc.kill()
+            if self._thread.is_alive():
+                self._thread.join(30)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
