@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,42 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *
         assert needle in lines[0], lines[0]
 
 
+# ------------------------------------------------------------------------------------- the image install
+IMAGE_INSTALL_TEST = "test_deploy.py::test_image_install_in_a_fresh_venv_answers_from_another_folder"
+_IMAGE_INSTALL = pytest.StashKey["object"]()
+
+
+@pytest.hookimpl(trylast=True)  # after -k/-m have deselected what will not run
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start the fresh-venv image install (~1.5-2 min) now, on a thread, and run its test last.
+
+    The install shares nothing with the other tests (its own venv and temp folder), so it can run
+    beside them; its test then only waits for what is left of it (tests/test_deploy.py: ImageInstall).
+    """
+    selected = [item for item in items if item.nodeid.endswith(IMAGE_INSTALL_TEST)]
+    if not selected or config.option.collectonly:
+        return
+    from .test_deploy import ImageInstall
+
+    config.stash[_IMAGE_INSTALL] = ImageInstall(Path(tempfile.mkdtemp(prefix="qabot-image-install-"))).start()
+    items[:] = [item for item in items if item not in selected] + selected
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    install = session.config.stash.get(_IMAGE_INSTALL, None)
+    if install is not None:
+        install.stop()  # an interrupted run leaves no pip running and no 2 GB venv behind
+
+
+@pytest.fixture
+def image_install(request: pytest.FixtureRequest):  # -> ImageInstall
+    """The image install started at collection (or now, if it was not), removed after its test."""
+    from .test_deploy import ImageInstall
+
+    install = request.config.stash.get(_IMAGE_INSTALL, None)
+    if install is None:
+        install = ImageInstall(Path(tempfile.mkdtemp(prefix="qabot-image-install-"))).start()
+    try:
+        yield install
+    finally:
+        install.stop()
