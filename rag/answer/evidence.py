@@ -196,8 +196,8 @@ def gather(
     qv = np.asarray(question_vector, dtype=np.float32)
     shown_set = {" ".join(s.split()) for s in shown}
     keys = [k for k in question.key_words if k.lower() in words.lower()]
-    numbers = [_number(k) for k in keys if _NUMBER.fullmatch(k)]
-    cache: dict[str, float] = {}
+    numbers = [re.compile(rf"(?<![\d.]){re.escape(_number(k))}(?!\d)") for k in keys if _NUMBER.fullmatch(k)]
+    around: dict[str, _Surroundings] = {}
     for s, vec in zip(sentences, sentence_vectors.embed([s.text for s in sentences])):
         s.vector = vec
         s.dense = float(qv @ vec)
@@ -212,8 +212,10 @@ def gather(
         s.context = sum(w for t, w in weights.items() if t in context) / total
         # names and numbers may stand in the chunk or its retrieved neighbours: "the meeting" in
         # one chunk is the Prague meeting named in the chunk just before it
-        s.missing_keys = _missing_cached(keys, s.hit, hits, cache, keyword)
-        s.distant_numbers = _distant_numbers(numbers, context_text, _surroundings(s.hit, hits)) if numbers else 0
+        if s.hit.chunk_id not in around:
+            around[s.hit.chunk_id] = _Surroundings.of(s.hit, hits, keys, numbers, keyword)
+        s.missing_keys = around[s.hit.chunk_id].missing
+        s.distant_numbers = _distant_numbers(around[s.hit.chunk_id].numbers, context_text)
         s.spans = _score_spans(s, question, weights, total)
         best_span = max((sp.score for sp in s.spans), default=0.0)
         s.score = s.dense + KEYWORD_WEIGHT * s.keywords + CONTEXT_WEIGHT * (s.context - s.keywords) + 0.02 / (1 + s.hit_rank) + CANDIDATE_WEIGHT * max(best_span, 0.0)
@@ -271,31 +273,33 @@ def _number(text: str) -> str:
     return re.sub(r"(?<=\d),(?=\d{3})", "", text).replace("–", "-").replace("—", "-").lower()
 
 
-def _distant_numbers(numbers: Sequence[str], context: str, surroundings: str) -> int:
-    """The question's numbers that the chunk's surroundings hold but the sentence (with the one before) does not.
+def _distant_numbers(numbers: Sequence[re.Pattern[str]], context: str) -> int:
+    """How many of the numbers (those the chunk's surroundings hold) the sentence with the one before lacks.
 
     A number is a local fact: "What has been held since 1987…" is not answered by "Since 1963,
-    the festival…" because 1987 stands elsewhere in the article. Numbers the whole chunk lacks
+    the festival…" because 1987 stands elsewhere in the article. Numbers the surroundings lack
     are counted by _missing already.
     """
-    near, whole = _number(context), _number(surroundings)
-    bounded = [re.compile(rf"(?<![\d.]){re.escape(n)}(?![\d])") for n in numbers]
-    return sum(1 for b in bounded if b.search(whole) and not b.search(near))
+    near = _number(context)
+    return sum(1 for n in numbers if not n.search(near))
 
 
-def _missing_cached(keys: Sequence[str], hit: Hit, hits: Sequence[Hit], cache: dict[str, float],
-                    keyword: KeywordIndex) -> float:
-    """_missing over the chunk, its title and the retrieved chunks right before and after it."""
-    if hit.chunk_id not in cache:
-        cache[hit.chunk_id] = _missing(keys, _surroundings(hit, hits), keyword)
-    return cache[hit.chunk_id]
+@dataclass
+class _Surroundings:
+    """What the question's names and numbers find around one chunk: its title, itself and the
+    retrieved chunks right before and after it (computed once per chunk, not per sentence)."""
 
+    missing: float  # see _missing
+    numbers: list[re.Pattern[str]]  # the question's numbers that stand there
 
-def _surroundings(hit: Hit, hits: Sequence[Hit]) -> str:
-    """The chunk's title, the chunk and the retrieved chunks right before and after it."""
-    index = int(hit.metadata.get("chunk_index", 0))
-    near = [h.text for h in hits if h.doc_id == hit.doc_id and abs(int(h.metadata.get("chunk_index", 0)) - index) <= 1]
-    return "\n".join([str(hit.metadata.get("title", "")), *near])
+    @classmethod
+    def of(cls, hit: Hit, hits: Sequence[Hit], keys: Sequence[str], numbers: Sequence[re.Pattern[str]],
+           keyword: KeywordIndex) -> _Surroundings:
+        index = int(hit.metadata.get("chunk_index", 0))
+        near = [h.text for h in hits if h.doc_id == hit.doc_id and abs(int(h.metadata.get("chunk_index", 0)) - index) <= 1]
+        text = "\n".join([str(hit.metadata.get("title", "")), *near])
+        plain = _number(text)
+        return cls(_missing(keys, text, keyword), [n for n in numbers if n.search(plain)])
 
 
 def _missing(keys: Sequence[str], text: str, keyword: KeywordIndex) -> float:
@@ -317,14 +321,12 @@ def _missing(keys: Sequence[str], text: str, keyword: KeywordIndex) -> float:
     compounds = {k for a, b in zip(keys, keys[1:]) if _plain(a + b) in words for k in (a, b)}
     for key in keys:
         k = _plain(key)
-        if key in compounds or _transposed(k, words):
-            continue
         if re.search(rf"(?<!\w){re.escape(k)}(?!\w)", lowered) or _ORDINALS.get(k, "\0") in words:
             continue
-        if _spelled_out(key, text):
-            continue
         parts = _WORD.findall(k)
-        if parts and all(p in words for p in parts):
+        if (parts and all(p in words for p in parts)) or _spelled_out(key, text):
+            continue
+        if key in compounds or _transposed(k, words):  # typed apart, or with two letters swapped
             continue
         joined = "".join(parts)
         match = process.extractOne(joined, words, scorer=fuzz.ratio) if words and joined else None
