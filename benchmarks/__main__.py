@@ -316,7 +316,7 @@ def render(r: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="Finish in under 3 minutes: small corpora, no scale runs.")
+    parser.add_argument("--quick", action="store_true", help="Small corpora, no scale runs (about 9 minutes on 2 cores, most of it the llamacpp part; --only llm runs that alone).")
     parser.add_argument("--scale-results", type=Path, help="Show a recorded scale run instead of running one.")
     parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 100_000], help="Scale sizes in chunks.")
     parser.add_argument("--cold-reps", type=int, default=None, help="Cold starts per side (default 3 quick, 5 full).")
