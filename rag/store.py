@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .chroma_import import override_checks_skipped
+from .lean_imports import override_checks_skipped
 from .chunk import Chunk
 from .errors import DiskFullError, IndexDamagedError, IndexMismatchError, QabotError, SettingsError, StoreUnavailableError
 from .settings import Settings
@@ -60,7 +60,7 @@ SERVER_REQUEST_TIMEOUT = 30.0  # per request; the largest, an upsert of 2,000 ch
 
 def open_client(settings: Settings):  # -> chromadb.ClientAPI
     """The Chroma client named by the settings: a server when CHROMA_HOST is set, else embedded."""
-    # chromadb defines most of its classes on import and the client's on first open (rag/chroma_import.py)
+    # chromadb defines most of its classes on import and the client's on first open (rag/lean_imports.py)
     with override_checks_skipped():
         return _open_client(settings)
 

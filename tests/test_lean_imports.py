@@ -1,7 +1,8 @@
-"""chromadb is imported with the `overrides` checks skipped (rag/chroma_import.py): only the checks.
+"""chromadb and bm25s are imported without what qabot never runs (rag/lean_imports.py).
 
-What is skipped must be what passes anyway, the real decorator must be back afterwards, and an
-upgrade of chromadb that starts to rely on what the stand-in does not do must fail here.
+What is skipped must be what passes anyway or what qabot does not use, the real decorator and
+scipy must be importable afterwards, and an upgrade that starts to rely on what is skipped
+must fail here.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from pathlib import Path
 import overrides
 import pytest
 
-from rag.chroma_import import override_checks_skipped
+from .conftest import REPO
+
+from rag.lean_imports import override_checks_skipped
 
 
 def _not_overriding():  # noqa: ANN202 - a class whose @override overrides nothing
@@ -76,3 +79,46 @@ def test_chromadb_passes_the_real_checks(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "overrides.overrides"  # the real decorator ran
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+
+
+def test_bm25s_is_imported_without_scipy_which_stays_importable() -> None:
+    done = _python("import sys, rag.text, rag.retrieve\n"
+                   "assert 'bm25s' in sys.modules, 'bm25s not imported'\n"
+                   "assert not [m for m in sys.modules if m.split('.')[0] == 'scipy'], 'scipy imported'\n"
+                   "import scipy.sparse\n"
+                   "print(scipy.sparse.csc_matrix((2, 2)).shape)")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "(2, 2)"
+
+
+def test_the_numpy_backend_builds_the_matrix_scipy_builds() -> None:
+    """qabot builds with csc_backend="numpy" (no scipy); the index must be the one scipy would build."""
+    code = """
+import scipy.sparse  # loaded first: bm25s then has its scipy backend too
+from pathlib import Path
+import numpy as np
+from rag.lean_imports import import_bm25s
+from rag.text import terms
+bm25s = import_bm25s()
+vocab, rows = {}, []
+for path in sorted(Path("corpus").glob("*.txt")):
+    for para in path.read_text(encoding="utf-8").split("\\n\\n"):
+        if terms(para):
+            rows.append([vocab.setdefault(t, len(vocab)) for t in terms(para)])
+built = {}
+for backend in ("scipy", "numpy"):
+    index = bm25s.BM25(csc_backend=backend)
+    index.index(bm25s.tokenization.Tokenized(ids=rows, vocab=dict(vocab)), show_progress=False)  # it adds "" to the dict
+    built[backend] = index.scores
+assert len(rows) > 50, len(rows)
+for key in ("data", "indices", "indptr"):
+    assert np.array_equal(built["scipy"][key], built["numpy"][key]), key
+print("same")
+"""
+    done = _python(code)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "same"
