@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .lean_imports import override_checks_skipped
 from .chunk import Chunk
 from .errors import DiskFullError, IndexDamagedError, IndexMismatchError, QabotError, SettingsError, StoreUnavailableError
+from .lean_imports import override_checks_skipped
 from .settings import Settings
 
 log = logging.getLogger(__name__)
