@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -147,6 +150,9 @@ class OnnxBackend:
         options.log_severity_level = 3
         self._session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self._inputs = [i.name for i in self._session.get_inputs()]
+        self.parallel_calls = 1  # see run_in_parallel()
+        self._executor: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     @classmethod
     def load(cls, recipe: OnnxRecipe, cache_dir: Path, *, threads: int, batch_size: int,
@@ -166,8 +172,10 @@ class OnnxBackend:
 
         if precision == "float32":
             return float32()
-        return _cached(recipe, cache_dir, precision, threads, batch_size,
-                       lambda texts: float32().embed(texts, query=False), lambda tmp: _quantize(float32().path, tmp))
+        ranking = _cached(recipe, cache_dir, precision, threads, batch_size,
+                          lambda texts: float32().embed(texts, query=False), lambda tmp: _quantize(float32().path, tmp))
+        ranking.run_in_parallel(ranking_calls(threads))
+        return ranking
 
     def embed(self, texts: list[str], *, query: bool) -> np.ndarray:
         # As sentence-transformers: strip, (lower-case), truncate to max_seq_length, batch texts of
@@ -175,14 +183,50 @@ class OnnxBackend:
         prepared = [t.strip().lower() if self.recipe.lower_case else t.strip() for t in texts]
         encodings = self._tok.encode_batch(prepared)
         order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))
+        batches = list(_batches(order, [len(e.ids) for e in encodings], self.batch_size))
         out: np.ndarray | None = None
-        for batch in _batches(order, [len(e.ids) for e in encodings], self.batch_size):
-            vectors = self._run([encodings[i] for i in batch])
+        for batch, vectors in zip(batches, self._run_all([[encodings[i] for i in b] for b in batches])):
             if out is None:
                 out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
             out[batch] = vectors
         assert out is not None
         return out
+
+    def run_in_parallel(self, calls: int) -> None:
+        """Let embed() run up to `calls` onnxruntime calls (batches) at once, each on one thread.
+
+        A batch's vectors are those it gets alone (the session is the same, and its int8
+        activations are quantized per call), so the results are the ones of running them one
+        after the other; they only come sooner when a core is free.
+        """
+        self.parallel_calls = max(1, calls)
+
+    def _run_all(self, batches: list[list[Any]]) -> list[np.ndarray]:
+        """`_run` on each batch: on this thread, helped by up to parallel_calls - 1 pool threads.
+
+        The calling thread always works, so answers computed at once (the Discord bot) never wait
+        for a pool thread; the helpers only take batches nobody has started.
+        """
+        results: list[Any] = [None] * len(batches)
+        tickets = itertools.count()  # next() on it is atomic: each batch is taken once
+
+        def work() -> None:
+            while (k := next(tickets)) < len(batches):
+                results[k] = self._run(batches[k])
+
+        helpers = [self._pool().submit(work) for _ in range(min(self.parallel_calls, len(batches)) - 1)]
+        try:
+            work()
+        finally:
+            for helper in helpers:
+                helper.result()
+        return results
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.parallel_calls - 1, thread_name_prefix="qabot-onnx")
+            return self._executor
 
     def truncate(self, tokens: int) -> None:
         """Read at most `tokens` wordpieces of each text (benchmarks use it to build big indexes fast)."""
@@ -278,6 +322,21 @@ _MAX_BATCH_TOKENS = 16 * 256
 #: of the batch's longest starts a new batch. For the extractive answerer's sentences (5-60
 #: tokens) that cut the CPU time per question by a third (268 -> ~170 ms, measured).
 _MIN_FILL = 0.8
+
+
+#: The offline answerer embeds ~20 new sentences a question at 20k chunks, in ~7 calls of one thread
+#: each (its whole time at scale). Ranking runs up to this many of those calls at once, one per
+#: free core, when each call has one thread (QABOT_TORCH_THREADS=1): calls share nothing, so a
+#: busy machine gets no spinning threads, only the same work in two pieces.
+MAX_RANKING_CALLS = 2
+
+
+def ranking_calls(threads: int) -> int:
+    """How many sentence-ranking calls run at once: one per usable core, up to MAX_RANKING_CALLS,
+    and one when the user gave each call several threads (or let onnxruntime choose: 0)."""
+    if threads != 1:
+        return 1
+    return max(1, min(MAX_RANKING_CALLS, len(os.sched_getaffinity(0))))
 
 
 def _batches(order: list[int], lengths: list[int], size: int) -> Iterator[list[int]]:

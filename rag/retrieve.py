@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .language import DEFAULT_LANGUAGE, question_languages
+from .lean_imports import import_bm25s
 from .text import STOPWORDS, TOKEN_PATTERN, terms
 
 if TYPE_CHECKING:
@@ -219,7 +220,8 @@ class KeywordIndex:
         self.languages: tuple[str, ...] = tuple(sorted(languages)) or (DEFAULT_LANGUAGE,)
         self._dates = np.asarray(dates, dtype=np.int64)
         self.df: Mapping[str, int] = _DocFreqs(vocab, np.asarray(doc_freq, dtype=np.int64))
-        self._bm25 = bm25s.BM25()
+        # numpy builds the same matrix as scipy would, and bm25s is imported without scipy (rag/lean_imports.py)
+        self._bm25 = bm25s.BM25(csc_backend="numpy")
         if rows:
             self._bm25.index(bm25s.tokenization.Tokenized(ids=rows, vocab=vocab), show_progress=False)
 
@@ -288,10 +290,7 @@ def _query_languages(query: str, languages: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _bm25s():  # -> the bm25s module
-    import bm25s
-
-    logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets itself to DEBUG on import
-    return bm25s
+    return import_bm25s()
 
 
 _CACHE_VERSION = "1"  # bump when the saved layout or what goes into the index changes

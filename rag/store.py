@@ -23,6 +23,7 @@ from typing import Any
 
 from .chunk import Chunk
 from .errors import DiskFullError, IndexDamagedError, IndexMismatchError, QabotError, SettingsError, StoreUnavailableError
+from .lean_imports import override_checks_skipped
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,12 @@ SERVER_REQUEST_TIMEOUT = 30.0  # per request; the largest, an upsert of 2,000 ch
 
 def open_client(settings: Settings):  # -> chromadb.ClientAPI
     """The Chroma client named by the settings: a server when CHROMA_HOST is set, else embedded."""
+    # chromadb defines most of its classes on import and the client's on first open (rag/lean_imports.py)
+    with override_checks_skipped():
+        return _open_client(settings)
+
+
+def _open_client(settings: Settings):  # -> chromadb.ClientAPI
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 

@@ -13,7 +13,10 @@ import re
 from functools import lru_cache
 
 import Stemmer
-from bm25s.stopwords import STOPWORDS_EN
+
+from .lean_imports import import_bm25s
+
+STOPWORDS_EN = import_bm25s().stopwords.STOPWORDS_EN
 
 # Question words and auxiliaries carry no topic: "what"/"who" are not in bm25s' list.
 _EXTRA_STOPWORDS = {

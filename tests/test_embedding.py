@@ -159,3 +159,28 @@ def test_preload_opens_only_cached_models_and_answers_alike(tmp_path: Path, cach
     text = "Who signed the 5G deal in Warsaw?"
     assert again.embed_query(text) == embedder.embed_query(text)
     assert again.with_precision("int8").embed_query(text) == fast.embed_query(text)
+
+
+def test_int8_ranking_runs_batches_at_once_with_the_same_vectors(embedder: Embedder) -> None:
+    """Ranking runs its onnxruntime calls on two threads where it can; each call gets the vectors it gets alone.
+
+    int8 activations are quantized per call, so a sentence's vector depends on the batch it is in:
+    running batches at once must keep every batch as it was, to the last bit.
+    """
+    from rag.onnx_embed import ranking_calls
+
+    sentences = [s for path in sorted(CORPUS.glob("*.txt"))
+                 for s in (path.read_text(encoding="utf-8")[a:b] for a, b in split_sentences(path.read_text(encoding="utf-8")))
+                 if s.strip()][:120]
+    impl = embedder.with_precision("int8")._impl
+    assert impl.parallel_calls == ranking_calls(1) == min(2, len(os.sched_getaffinity(0)))
+    assert ranking_calls(0) == ranking_calls(4) == 1  # the user gave each call its threads
+    try:
+        impl.run_in_parallel(2)
+        at_once = impl.embed(sentences, query=False)
+        impl.run_in_parallel(1)
+        one_by_one = impl.embed(sentences, query=False)
+    finally:
+        impl.run_in_parallel(ranking_calls(embedder.torch_threads))
+    assert len({len(t) for t in sentences}) > 10  # several batches
+    assert np.array_equal(at_once, one_by_one)

@@ -20,6 +20,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -68,10 +69,16 @@ EVIDENCE_SENTENCES = 3
 #: Sentences shorter than this many words are labels, not statements (unless they end a sentence).
 MIN_SENTENCE_WORDS = 3
 
+#: Words and candidate texts whose terms are kept (pure functions of the text): the sentences of the
+#: retrieved chunks hold a few thousand distinct words; 2**16 entries are a few MB.
+TERM_CACHE_SIZE = 1 << 16
+
 _WORD = re.compile(r"\w\w+", re.UNICODE)
 #: A number, a year, a decade or an ordinal written in digits ("2,000", "3.21", "7-10", "1990s", "5th");
 #: not a name with a digit in it ("5G", "Astra 2A").
 _NUMBER = re.compile(r"\d[\d,.\-–]*(?:s|st|nd|rd|th)?")
+#: Candidate labels that are numbers or times: answers even when they hold no word of their own.
+_NUMERIC_LABELS = NUMERIC | {"DATE", "TIME", "ORDINAL"}
 #: "who" answers, best first: a person, then an organisation, a group, a place.
 _WHO_WEIGHTS = {"PERSON": 1.0, "ORG": 0.7, "NORP": 0.6, "GPE": 0.4}
 
@@ -198,17 +205,20 @@ def gather(
     keys = [k for k in question.key_words if k.lower() in words.lower()]
     numbers = [re.compile(rf"(?<![\d.]){re.escape(_number(k))}(?!\d)") for k in keys if _NUMBER.fullmatch(k)]
     around: dict[str, _Surroundings] = {}
+    term_sets = _TermSets()
+    by_position = {(id(s.hit), s.position): s for s in sentences}  # neighbour(s, sentences, -1), at once
     for s, vec in zip(sentences, sentence_vectors.embed([s.text for s in sentences])):
         s.vector = vec
         s.dense = float(qv @ vec)
         lang = str(s.hit.metadata.get("lang", "en") or "en")
         weights, total = weights_in(lang)
-        own = set(terms(s.text, lang))
+        own = term_sets.of(s.text, lang)
         s.keywords = sum(w for t, w in weights.items() if t in own) / total
-        before = neighbour(s, sentences, -1)
+        before = by_position.get((id(s.hit), s.position - 1))
         title = str(s.hit.metadata.get("title", ""))
         context_text = " ".join(x for x in (before.text if before else "", s.text, title) if x)
-        context = set(terms(context_text, lang))
+        # the terms of the three texts joined by spaces: each text's own, computed once per gather
+        context = own | term_sets.of(before.text if before else "", lang) | term_sets.of(title, lang)
         s.context = sum(w for t, w in weights.items() if t in context) / total
         # names and numbers may stand in the chunk or its retrieved neighbours: "the meeting" in
         # one chunk is the Prague meeting named in the chunk just before it
@@ -228,6 +238,20 @@ def gather(
             s.score -= SHOWN_PENALTY
     ranked = sorted(sentences, key=lambda s: (-s.score, s.doc_id, s.offset))
     return Evidence(question, ranked, max(coverage(question, s) for s in ranked[:EVIDENCE_SENTENCES]))
+
+
+class _TermSets:
+    """The set of terms of each text, per language, computed once: a sentence's terms are also its
+    follower's context, and every sentence of a chunk shares its title."""
+
+    def __init__(self) -> None:
+        self._sets: dict[tuple[str, str], frozenset[str]] = {}
+
+    def of(self, text: str, lang: str) -> frozenset[str]:
+        key = (text, lang)
+        if key not in self._sets:
+            self._sets[key] = frozenset(terms(text, lang))
+        return self._sets[key]
 
 
 def coverage(question: Question, s: SentenceEvidence) -> float:
@@ -344,10 +368,14 @@ def _transposed(word: str, words: set[str]) -> bool:
 
 def _spelled_out(key: str, text: str) -> bool:
     """Whether `text` spells out the acronym `key`: "EU" in "the European Union", "ECJ" in "European Court of Justice"."""
-    if not (2 <= len(key) <= 6 and key.isalpha() and key.isupper()):
+    if not _is_acronym(key):
         return False
     joiner = r"[\s-]+(?:(?:of|and|for|the|on|de)\s+)*"
     return re.search(r"\b" + joiner.join(f"{ch}\\w+" for ch in key) + r"\b", text) is not None
+
+
+def _is_acronym(key: str) -> bool:
+    return 2 <= len(key) <= 6 and key.isalpha() and key.isupper()
 
 
 #: "5th" in a question, "fifth" in the article (and back).
@@ -370,14 +398,15 @@ def _score_spans(s: SentenceEvidence, question: Question, weights: dict[str, flo
     words = [(m.start() + s.start, m.end() + s.start, m.group(0)) for m in _WORD.finditer(s.text)]
     stems = [_term(w) for _, _, w in words]
     matched = [i for i, t in enumerate(stems) if t in weights]
+    acronyms = [k for k in question.key_words if _is_acronym(k)]  # the only keys _spelled_out can find
     out: list[Span] = []
     for c in s.candidates:
         span_text = text[c.start : c.end]
-        own = [t for t in (terms(span_text)) if t]
-        if not own and c.label not in NUMERIC | {"DATE", "TIME", "ORDINAL"}:
+        own = _span_terms(span_text)
+        if not own and c.label not in _NUMERIC_LABELS:
             continue
         overlap = sum(t in weights for t in own) / len(own) if own else 0.0
-        if (own and overlap >= 1.0) or any(_spelled_out(k, span_text) for k in question.key_words):
+        if (own and overlap >= 1.0) or any(_spelled_out(k, span_text) for k in acronyms):
             continue  # the question's own words are not its answer ("the European Union" for "EU")
         typed, kind = _kind_score(c, question)
         first = next((i for i, (a, _, _) in enumerate(words) if a >= c.start), len(words))
@@ -400,9 +429,17 @@ def _kind_score(c: Candidate, question: Question) -> tuple[bool, float]:
         return (True, 0.8) if focus else (False, 0.0)
     if focus:
         return True, 0.8
-    return False, (0.1 if c.label in NUMERIC | {"DATE", "TIME", "ORDINAL"} else 0.3)
+    return False, (0.1 if c.label in _NUMERIC_LABELS else 0.3)
 
 
+@lru_cache(maxsize=TERM_CACHE_SIZE)
 def _term(word: str) -> str:
+    """The stem of one word ("" for a stopword): cached, as the same words recur in every sentence."""
     found = terms(word)
     return found[0] if found else ""
+
+
+@lru_cache(maxsize=TERM_CACHE_SIZE)
+def _span_terms(text: str) -> tuple[str, ...]:
+    """The terms of a candidate's text: the same candidates come back with their chunks."""
+    return tuple(t for t in terms(text) if t)
