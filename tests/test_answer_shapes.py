@@ -120,6 +120,20 @@ def test_summarise_quotes_the_lead_of_that_article(shapes) -> None:  # noqa: ANN
     assert "Advertisement" not in answer.text and "By Lena Marsh" not in answer.text
 
 
+def test_who_wrote_the_article_leads_with_its_byline(pipeline, shapes) -> None:  # noqa: ANN001
+    """The author is the article's byline, cited where the article names them (so it verifies)."""
+    answer = shapes.ask("Who wrote the article about the earthquake relief?")
+    assert lead(answer.text) == "Lena Marsh", answer.text
+    assert answer.sources[0].doc_id == "quake_relief.txt"
+    assert verify_quote(answer.sources[0].quote, article(shapes, "quake_relief.txt"))
+    assert lead(shapes.ask("Who is the author of the story on the Harbor City budget?").text) == "Priya Nair"
+    # the author block at the end of a real article, not the byline at its start
+    mwl = pipeline.ask("Who wrote the Mobile World Live article about the US 5G security campaign?")
+    assert lead(mwl.text) == "Chris Donkin", mwl.text
+    # writing that the article reports on is not the article's byline
+    assert shapes.ask("Who wrote the letter about the bridge?").text.split(" [")[0] != "Priya Nair"
+
+
 def test_a_list_question_gathers_across_articles(shapes) -> None:  # noqa: ANN001
     answer = shapes.ask("Which countries have signed the Baltic fisheries treaty?")
     first = answer.text.split("\n")[0]

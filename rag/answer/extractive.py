@@ -5,7 +5,7 @@ sentence holds, for "who is X?" with the phrase that describes X ("chief of cabi
 cybersecurity agency NUKIB"), each cited; then it quotes the supporting sentence(s). When it is
 not sure which phrase answers, it leads with the part of the sentence around its best guess
 rather than a wrong two-word answer. Why-questions lead with the reason clause, comparisons
-quote each side, list questions gather across articles, "summarise…" quotes the article's lead.
+quote each side, list questions gather across articles, "summarise…" quotes the article's lead, "who wrote the article…" leads with its byline.
 """
 
 from __future__ import annotations
@@ -113,6 +113,8 @@ class ExtractiveAnswerer:
             parts, support = self._comparison(side_evidence), []
         elif q.kind == "list":
             parts, support = self._list(ev)
+        elif q.kind == "byline":
+            parts, support = self._byline(ev, lead_of)
         else:
             parts, support = self._single(ev)
         return self._compose(question, parts, support, ev.score)
@@ -156,6 +158,24 @@ class ExtractiveAnswerer:
         support = [p.sentence for p in items]
         more = _next_sentence(ev, best) + _more_support(ev)
         return items, support + [s for s in more if all(s is not x for x in support)]
+
+    def _byline(self, ev: Evidence, lead_of: LeadOf | None) -> tuple[list[_Part], list[SentenceEvidence]]:
+        """The author of the article the question is about, quoted where the article names them.
+
+        The name comes from the article's metadata (its byline, rag/clean.py) but is cited where it
+        stands in the text ("By Lena Marsh"), so it verifies like any quote; an article whose text
+        never names its author is answered from its sentences as usual.
+        """
+        best = ev.best
+        assert best is not None
+        author = str(best.hit.metadata.get("author", "")).strip()
+        pool = [s for s in ev.sentences if s.doc_id == best.doc_id]
+        if author and lead_of is not None:
+            pool += sentences_of(lead_of(best.doc_id))
+        named = next((s for s in pool if author and author in s.text), None)
+        if named is None:
+            return self._single(ev)
+        return [_Part(author, named)], [best] if best.text != named.text else []
 
     def _comparison(self, sides: Sequence[Evidence]) -> list[_Part]:
         """One sentence per side, each cited: the reader compares what the articles say."""

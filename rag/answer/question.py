@@ -72,6 +72,10 @@ _WH = frozenset("who whom whose what which when where why how".split())
 _PHRASE_END = _AUXILIARIES | frozenset(
     "of in on at for by with to from that which who whom whose as about into than after before during".split()
 )
+#: "Who wrote / authored / penned …" and the nouns that name a piece of journalism.
+_WRITING = frozenset({"wrote", "write", "writes", "written", "authored", "penned", "byline"})
+_ARTICLE_NOUNS = frozenset({"article", "story", "piece", "report", "column", "post", "op-ed", "editorial", "blog",
+                            "feature", "interview", "analysis", "review", "essay", "news"})
 _DETERMINERS = frozenset("the a an this that these those its his her their our my your".split())
 _NEGATIONS = frozenset("not n't never no none nobody nothing neither nor without".split())
 #: Words that make "X or Y" a comparison rather than a choice inside a name.
@@ -88,7 +92,7 @@ class Question:
     """The analysed question."""
 
     text: str
-    kind: str  # factoid | define | why | how | yesno | compare | list | summary | other
+    kind: str  # factoid | define | why | how | yesno | compare | list | summary | byline | other
     wh: str = ""  # the question word, lower-cased ("" for yes/no and commands)
     labels: frozenset[str] = frozenset()  # spaCy entity labels that would answer it
     focus: str = ""  # stem of the noun naming the answer's type ("what river" -> "river")
@@ -132,6 +136,8 @@ def analyse(text: str) -> Question:
         if nxt in HOW_LABELS:
             return Question(kind="factoid", wh=wh, labels=HOW_LABELS[nxt], **common)
         return Question(kind="how", wh=wh, **common)
+    if wh in ("who", "whom") and _asks_for_byline(after):
+        return Question(kind="byline", wh=wh, labels=frozenset({"PERSON"}), **common)
     if wh in WH_LABELS:
         target = _definition_target(tokens, wh_at)
         if target and wh in ("who", "whom"):
@@ -153,6 +159,16 @@ def analyse(text: str) -> Question:
     plural = head.endswith("s") and not head.endswith("ss") and stem(head) != head
     kind = "list" if plural and not (after and after[0] in _BE) else "factoid"
     return Question(kind=kind, wh=wh, labels=labels, focus=focus, **common)
+
+
+def _asks_for_byline(after: list[str]) -> bool:
+    """"Who wrote the article about…?", "who is the author of the story on…?": the article's byline.
+
+    Only writing verbs with an article-like object count: "who wrote the letter to the EU?" asks
+    what the article reports, not who wrote the article.
+    """
+    writes = any(w in _WRITING for w in after) or "author" in after[:3]
+    return writes and any(w in _ARTICLE_NOUNS or w.rstrip("s") in _ARTICLE_NOUNS for w in after)
 
 
 #: The noun phrase after "what"/"which" is read for at most this many words: "which Florida
