@@ -35,6 +35,7 @@ def run_chat(pipeline: QAPipeline, console: Console, history_size: int = CONVERS
         signal.signal(signal.SIGINT, signal.default_int_handler)
     docs = pipeline.documents()
     console.print(f"[bold]qabot[/bold] · {len(docs)} articles indexed · answers by {pipeline.backend_name()} · /help for commands")
+    pipeline.prepare_conversations()  # loaded while the user types the first question
     history: list[Turn] = []
     last: Answer | None = None
     while True:

@@ -171,6 +171,7 @@ class QABot(discord.Client):
 
     # ---------------------------------------------------------------------------- lifecycle
     async def setup_hook(self) -> None:
+        self.pipeline.prepare_conversations()  # thread replies are follow-ups: parse them without waiting
         self.add_dynamic_items(VoteButton)
         self._register_commands()
         if self.settings.discord_guild_id:

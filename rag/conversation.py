@@ -27,12 +27,13 @@ give new evidence rather than repeat an earlier answer word for word.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from .nlp import english
+from .nlp import english, preload
 from .text import split_sentences
 from .types import Turn
 
@@ -86,6 +87,11 @@ class _Reading:
 class _State:
     topic: list[_Phrase] = field(default_factory=list)
     shown: list[str] = field(default_factory=list)
+
+
+def prepare() -> threading.Thread:
+    """Load the parser follow-ups need on a background thread (chat and Discord open with it)."""
+    return preload()
 
 
 def resolve(question: str, history: Sequence[Turn]) -> Resolved:

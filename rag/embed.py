@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from . import torch_guard
 from .errors import SettingsError
 from .onnx_embed import PRECISIONS, OnnxBackend, OnnxRecipe
 from .settings import PACKAGED_MODEL
@@ -235,8 +236,7 @@ class _TorchBackend:
 
     def __init__(self, embedder: Embedder) -> None:
         _quiet_hub()
-        import torch
-
+        torch = torch_guard.import_torch()
         if embedder.torch_threads > 0:
             torch.set_num_threads(embedder.torch_threads)
         from llama_index.embeddings.huggingface import HuggingFaceEmbedding

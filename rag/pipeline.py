@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from .answer.extractive import ExtractiveAnswerer
 from .answer.registry import build_llm_answerer
-from .conversation import resolve
+from .conversation import prepare, resolve
 from .errors import QabotError
 from .index import Index
 from .ingest import IngestReport
@@ -174,6 +174,14 @@ class QAPipeline:
         """The first chunks of an article, as hits (its lead, for summaries)."""
         ids = [f"{doc_id}#{i}" for i in range(SUMMARY_CHUNKS)]
         return [Hit(c.chunk_id, c.text, c.metadata) for c in self.index.store.get(ids)]
+
+    def prepare_conversations(self) -> threading.Thread:
+        """Start loading, in the background, what the first follow-up question needs (spaCy, 1.5-3 s).
+
+        A one-off `ask` never needs it; the chat and the Discord bot call this when they open, so
+        the user's first follow-up does not wait for it.
+        """
+        return prepare()
 
     def documents(self) -> list[DocInfo]:
         """The indexed documents, by doc_id."""

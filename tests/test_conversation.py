@@ -168,3 +168,27 @@ def test_the_same_follow_up_twice_is_not_answered_word_for_word_again(pipeline: 
     first, second, again = converse(pipeline, [SIGNED, "Where was it signed?", "Where was it signed?"])
     assert not second.refused and "Warsaw" in second.text
     assert not again.refused and again.text not in (first.text, second.text)
+
+
+# ------------------------------------------------------------------------------ the parser, loaded early
+def test_the_parser_loads_in_the_background_beside_a_torch_import() -> None:
+    """The chat and the bot load spaCy while the user types; torch, hidden from spaCy's import
+    meanwhile, still imports on another thread (an embedding model exported on first use)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time\n"
+        "from rag import torch_guard\n"
+        "from rag.conversation import prepare\n"
+        "thread = prepare()  # what QAPipeline.prepare_conversations() starts\n"
+        "time.sleep(0.3)  # inside spaCy's import, while torch is hidden from it\n"
+        "torch = torch_guard.import_torch()\n"
+        "thread.join(120)\n"
+        "from rag.nlp import english\n"
+        "print(thread.is_alive(), torch.__name__, [t.text for t in english()('Who signed it?')])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[0] == "False torch ['Who', 'signed', 'it', '?']"
