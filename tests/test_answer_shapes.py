@@ -161,6 +161,18 @@ def test_every_quote_stands_in_its_article(pipeline, shapes) -> None:  # noqa: A
             assert f"[{source.n}]" in answer.text
 
 
+def test_a_cut_fragment_does_not_end_on_a_function_word(pipeline) -> None:  # noqa: ANN001
+    """"…and is centered on the" reads as cut off: the lead ends on a word that says something."""
+    dangling = {"the", "a", "an", "of", "and", "or", "to", "in", "on", "at", "for", "with", "by", "from", "that", "is", "was"}
+    questions = [json.loads(line)["question"] for f in (DEV_QUESTIONS, MORE_QUESTIONS) for line in f.read_text().splitlines()]
+    questions += ["What did the Czech cybersecurity agency warn against?", "What did Huawei say about its investment in Poland?",
+                  "Where will the officials meet?", "What did Mike Pence say about the agreement?"]
+    leads = [lead(a.text) for a in map(pipeline.ask, questions) if not a.refused]
+    assert len(leads) >= 20
+    ends = [x for x in leads if re.sub(r"\W", "", x.split()[-1].lower()) in dangling]
+    assert not ends, ends
+
+
 def test_annotations_are_made_at_ingest_and_made_on_the_fly_when_missing(pipeline) -> None:  # noqa: ANN001
     chunks = pipeline.index.store.get_document("002_1422b7e4d913b162.txt")
     annotations = [Annotation.from_json(c.metadata[META_KEY]) for c in chunks]
