@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from . import torch_guard
 from .errors import SettingsError
+from .lean_imports import import_torch
 from .onnx_embed import PRECISIONS, OnnxBackend, OnnxRecipe
 from .settings import PACKAGED_MODEL
 
@@ -236,7 +236,7 @@ class _TorchBackend:
 
     def __init__(self, embedder: Embedder) -> None:
         _quiet_hub()
-        torch = torch_guard.import_torch()
+        torch = import_torch()
         if embedder.torch_threads > 0:
             torch.set_num_threads(embedder.torch_threads)
         from llama_index.embeddings.huggingface import HuggingFaceEmbedding

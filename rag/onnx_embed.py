@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import torch_guard
+from .lean_imports import import_torch
 
 log = logging.getLogger(__name__)
 
@@ -378,7 +378,7 @@ def _export(recipe: OnnxRecipe, dest: Path) -> None:
     """Trace the transformer (not the pooling) to an ONNX graph with dynamic batch and length."""
     import warnings
 
-    torch = torch_guard.import_torch()
+    torch = import_torch()
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 

@@ -179,11 +179,11 @@ def test_the_parser_loads_in_the_background_beside_a_torch_import() -> None:
 
     script = (
         "import sys, time\n"
-        "from rag import torch_guard\n"
+        "from rag.lean_imports import import_torch\n"
         "from rag.conversation import prepare\n"
         "thread = prepare()  # what QAPipeline.prepare_conversations() starts\n"
         "time.sleep(0.3)  # inside spaCy's import, while torch is hidden from it\n"
-        "torch = torch_guard.import_torch()\n"
+        "torch = import_torch()\n"
         "thread.join(120)\n"
         "from rag.nlp import english\n"
         "print(thread.is_alive(), torch.__name__, [t.text for t in english()('Who signed it?')])\n"
