@@ -81,6 +81,9 @@ class Recording:
     def documents(self) -> list[Any]:
         return self.inner.documents()
 
+    def prepare_conversations(self) -> Any:
+        return self.inner.prepare_conversations()
+
     def reindex(self) -> Any:
         self.reindexes += 1
         return self.inner.reindex()
