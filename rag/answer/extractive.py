@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ..embed import Embedder
 from ..nlp import annotation_of
 from ..retrieve import Hit, KeywordIndex
-from ..text import TERMINAL, stopwords, terms
+from ..text import STOPWORDS, TERMINAL, terms
 from ..types import Answer, Source
 from .evidence import Evidence, SentenceEmbeddingCache, SentenceEvidence, Span, coverage, gather, neighbour, sentences_of
 from .question import Question, analyse
@@ -51,8 +51,9 @@ LIST_COVERAGE_SHARE = 0.5
 #: "summarise the article…" quotes this many sentences of the article's start.
 SUMMARY_SENTENCES = 3
 
-#: Stopwords a fragment may end on: dropping "not" or "many" would change what it says.
-_MEANINGFUL_AT_EDGES = frozenset({"no", "not", "nor", "never", "many", "few", "all", "none"})
+#: The English words a cut fragment does not end (or start) on: the stopwords, except those whose
+#: dropping would change what it says ("not", "many").
+_EDGE_FUNCTION_WORDS = STOPWORDS - frozenset({"no", "not", "nor", "never", "many", "few", "all", "none"})
 
 _PRONOUN_START = re.compile(r"^(he|she|they|it|this|these|those|that|his|her|their|its)\b", re.I)
 _REASON = re.compile(r"\b(because|since|due to|as a result of|owing to|in order to|so that|after|following)\b", re.I)
@@ -172,10 +173,12 @@ class ExtractiveAnswerer:
         best = ev.best
         assert best is not None
         author = str(best.hit.metadata.get("author", "")).strip()
+        if not author:
+            return self._single(ev)
         pool = [s for s in ev.sentences if s.doc_id == best.doc_id]
-        if author and lead_of is not None:
+        if lead_of is not None:
             pool += sentences_of(lead_of(best.doc_id))
-        named = next((s for s in pool if author and author in s.text), None)
+        named = next((s for s in pool if author in s.text), None)
         if named is None:
             return self._single(ev)
         return [_Part(author, named)], [best] if best.text != named.text else []
@@ -310,7 +313,7 @@ def _fragment(s: SentenceEvidence, span: Span, words: int) -> str:
         turn += 1
     # English only: other languages' stopword lists (stopwords-iso) hold content words too
     english = str(s.hit.metadata.get("lang", "en") or "en") == "en"
-    function_words = stopwords("en") - _MEANINGFUL_AT_EDGES if english else frozenset()
+    function_words = _EDGE_FUNCTION_WORDS if english else frozenset()
 
     def bare(i: int) -> str:
         return re.sub(r"\W", "", text[tokens[i][0] : tokens[i][1]].lower())
