@@ -1,0 +1,147 @@
+"""`python -m training.reader`: SQuAD -> features -> fine-tuned MiniLM reader -> int8 ONNX in rag/models/reader/.
+
+One command, end to end, resumable (`--resume` picks up the last checkpoint in `--work`) and seeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+log = logging.getLogger("training.reader")
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m training.reader", description=__doc__)
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "squad-train",
+                   help="folder with train-v1.1.json.gz and train-v2.0-10-articles.json.gz")
+    p.add_argument("--eval-set", type=Path, default=ROOT.parent / "shared" / "eval" / "squad2-dev",
+                   help="squad2-dev folder (questions.jsonl + corpus/): scored with the gold paragraph, never trained on")
+    p.add_argument("--work", type=Path, default=ROOT / "build" / "reader", help="checkpoints and intermediate files")
+    p.add_argument("--ship", type=Path, default=ROOT / "rag" / "models" / "reader", help="where the shipped model goes")
+    p.add_argument("--examples", type=int, default=40000, help="training examples drawn (seeded) from the training articles")
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--max-len", type=int, default=256, help="tokens a window holds (question + passage)")
+    p.add_argument("--stride", type=int, default=96, help="tokens shared by consecutive windows of a long passage")
+    p.add_argument("--max-question", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1.5e-4)
+    p.add_argument("--warmup", type=float, default=0.1, help="share of the steps the learning rate warms up")
+    p.add_argument("--freeze-layers", type=int, default=0, help="lowest transformer layers kept frozen")
+    p.add_argument("--window-share", type=float, default=0.5,
+                   help="share of answerable questions that read only the sentences around their answer")
+    p.add_argument("--negative-share", type=float, default=0.3,
+                   help="share of answerable questions that also give a no-answer example")
+    p.add_argument("--held-out", type=int, default=2000, help="held-out examples scored (seeded sample)")
+    p.add_argument("--eval-every", type=int, default=500, help="steps between learning-curve points")
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--resume", action="store_true", help="continue from --work/checkpoint.pt")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    args.work.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+
+    from tokenizers import Tokenizer
+
+    from . import data, evaluate, export
+    from .card import write_card
+    from .train import base_model_folder, torch_logits, train
+
+    base = base_model_folder()
+    tokenizer = Tokenizer.from_file(str(base / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    shape = {"max_len": args.max_len, "stride": args.stride, "max_question": args.max_question}
+
+    train_examples, held = data.load_splits(args.data, seed=args.seed, window_share=args.window_share,
+                                            negative_share=args.negative_share)
+    rng = random.Random(args.seed)
+    rng.shuffle(train_examples)
+    # SQuAD 2.0's real unanswerable questions are few (348) and the best teachers of "no answer": all kept.
+    impossible = [e for e in train_examples if e.kind == "impossible"]
+    train_examples = impossible + [e for e in train_examples if e.kind != "impossible"][:args.examples - len(impossible)]
+    rng.shuffle(train_examples)
+    rng.shuffle(held)
+    held = held[:args.held_out]
+    features = data.featurize(train_examples, tokenizer, **shape)
+    kinds = {k: sum(e.kind == k for e in train_examples) for k in sorted({e.kind for e in train_examples})}
+    log.info("%d training examples %s -> %d features; %d held-out examples", len(train_examples), kinds,
+             len(features), len(held))
+    dev_q, dev_p, dev_gold = evaluate.gold_paragraph_set(args.eval_set)
+
+    def scores(logits) -> dict:  # noqa: ANN001
+        spans = evaluate.predict(logits, tokenizer, [e.question for e in held], [e.context for e in held], **shape)
+        dev = evaluate.predict(logits, tokenizer, dev_q, dev_p, **shape)
+        return {"held_out": evaluate.score_examples(spans, held),
+                "squad2_dev_gold_paragraph": evaluate.score_gold_paragraphs(dev, dev_gold)}
+
+    curve = args.work / "curve.jsonl"
+
+    def on_checkpoint(model, seen: int) -> None:  # noqa: ANN001
+        if (seen // args.batch_size) % args.eval_every:
+            return
+        point = {"examples_seen": seen, **scores(torch_logits(model))}
+        with curve.open("a") as fh:
+            fh.write(json.dumps(point) + "\n")
+        log.info("curve: %d examples seen: held-out F1 %.3f, squad2-dev gold-paragraph F1 %.3f", seen,
+                 point["held_out"]["f1"], point["squad2_dev_gold_paragraph"]["f1"])
+
+    started = time.monotonic()
+    model = train(features, args.work, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                  warmup=args.warmup, seed=args.seed, threads=args.threads, resume=args.resume,
+                  checkpoint_every=min(args.eval_every, 250), freeze_layers=args.freeze_layers,
+                  on_checkpoint=on_checkpoint)
+    train_minutes = (time.monotonic() - started) / 60
+    torch_scores = scores(torch_logits(model))
+
+    fp32 = args.work / "model-fp32.onnx"
+    export.export_onnx(model, fp32)
+    args.ship.mkdir(parents=True, exist_ok=True)
+    int8 = args.ship / "model.onnx"
+    export.quantize(fp32, int8)
+    int8_scores = scores(export.onnx_logits(int8, args.threads))
+    export.copy_tokenizer(base, args.ship)
+    (args.ship / "reader.json").write_text(json.dumps(
+        {**shape, "min_margin": round(int8_scores["held_out"]["min_margin"], 4)}, indent=1) + "\n")
+    metrics = {
+        "command": "python -m training.reader " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "commit": _commit(), "train_examples": len(train_examples), "example_kinds": kinds,
+        "features": len(features), "train_minutes": round(train_minutes, 1),
+        "total_minutes": round((time.monotonic() - t0) / 60, 1),
+        "torch_fp32": torch_scores, "onnx_int8": int8_scores,
+        "model_bytes": int8.stat().st_size, "args": {k: str(v) for k, v in vars(args).items()},
+    }
+    (args.ship / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    if curve.is_file():
+        shutil.copyfile(curve, args.ship / "curve.jsonl")
+    write_card(args.ship)
+    log.info("done in %.1f min: int8 held-out F1 %.3f EM %.3f, squad2-dev gold F1 %.3f EM %.3f, %.1f MB",
+             metrics["total_minutes"], int8_scores["held_out"]["f1"], int8_scores["held_out"]["exact_match"],
+             int8_scores["squad2_dev_gold_paragraph"]["f1"], int8_scores["squad2_dev_gold_paragraph"]["exact_match"],
+             int8.stat().st_size / 1e6)
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+if __name__ == "__main__":
+    main()

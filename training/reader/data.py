@@ -1,0 +1,188 @@
+"""SQuAD JSON -> reader training examples -> tokenized features.
+
+What the reader sees at answer time is a few sentences with their neighbours, sometimes a whole
+paragraph, and often text that does not hold the answer. The examples are made to look like that:
+each answerable question is paired either with its whole paragraph or with the sentences around its
+answer, and "no answer" examples pair a question with text of the same article that lacks the answer
+(another paragraph, or the paragraph's other sentences), beside SQuAD 2.0's real unanswerable ones.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import random
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: SQuAD 1.1 train (all answerable) and SQuAD 2.0 train's first 10 articles, as shared/ holds them.
+SQUAD11 = "train-v1.1.json.gz"
+SQUAD20 = "train-v2.0-10-articles.json.gz"
+
+#: Articles of the training files kept out of training, for model selection and the no-answer
+#: threshold: a stable choice by title hash (about 1 in 25 articles), not a look at their content.
+HELD_OUT_EVERY = 25
+
+# A sentence ends at . ! ? followed by space and a capital/digit/quote. Training-data preparation only:
+# the runtime splits sentences with spaCy at ingest; here a coarse split is enough to cut windows.
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[A-Z0-9\"'(\[])")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One question paired with one context; answers empty means "no answer in this context"."""
+
+    qid: str
+    question: str
+    context: str
+    answers: tuple[tuple[str, int], ...]  # (text, character start in context)
+    kind: str  # "paragraph" | "window" | "other-paragraph" | "other-sentences" | "impossible"
+
+
+def read_squad(path: Path) -> list[dict[str, Any]]:
+    """The `data` list of a SQuAD file (gzip or plain JSON)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        return json.load(fh)["data"]
+
+
+def is_held_out(title: str) -> bool:
+    """Whether an article is kept for evaluation (stable across runs and machines)."""
+    return int(hashlib.sha256(title.encode()).hexdigest(), 16) % HELD_OUT_EVERY == 0
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) character spans of the sentences of a paragraph."""
+    spans, start = [], 0
+    for m in _SENTENCE_END.finditer(text):
+        spans.append((start, m.start()))
+        start = m.end()
+    spans.append((start, len(text)))
+    return [(s, e) for s, e in spans if text[s:e].strip()]
+
+
+def _window(context: str, start: int, end: int, rng: random.Random) -> tuple[str, int] | None:
+    """The sentences around [start, end) with up to one neighbour each side, and its offset."""
+    spans = sentence_spans(context)
+    first = next((i for i, (s, e) in enumerate(spans) if s <= start < e + 1), None)
+    last = next((i for i, (s, e) in enumerate(spans) if s < end <= e + 1), None)
+    if first is None or last is None:
+        return None
+    lo = max(0, first - rng.randint(0, 1))
+    hi = min(len(spans) - 1, last + rng.randint(0, 1))
+    a, b = spans[lo][0], spans[hi][1]
+    return context[a:b], a
+
+
+def _lacks(text: str, answers: Iterable[str]) -> bool:
+    low = text.lower()
+    return all(a.lower().strip() not in low for a in answers if a.strip())
+
+
+def make_examples(articles: list[dict[str, Any]], *, seed: int, window_share: float,
+                  negative_share: float) -> Iterator[Example]:
+    """Training examples from SQuAD articles.
+
+    `window_share` of the answerable questions read only the sentences around their answer;
+    `negative_share` of them also give a "no answer" example (half another paragraph of the same
+    article, half the rest of their own paragraph). SQuAD 2.0's unanswerable questions come as they are.
+    """
+    rng = random.Random(seed)
+    for article in articles:
+        paragraphs = [p["context"] for p in article["paragraphs"]]
+        for pi, para in enumerate(article["paragraphs"]):
+            context = para["context"]
+            for qa in para["qas"]:
+                if qa.get("is_impossible"):
+                    yield Example(qa["id"], qa["question"], context, (), "impossible")
+                    continue
+                answers = tuple((a["text"], a["answer_start"]) for a in qa["answers"] if a["text"].strip())
+                if not answers:
+                    continue
+                text, start = answers[0]
+                if context[start:start + len(text)] != text:
+                    continue  # an offset the rebuild got wrong: skip rather than teach a wrong span
+                if rng.random() < window_share:
+                    cut = _window(context, start, start + len(text), rng)
+                    if cut is not None:
+                        window, offset = cut
+                        yield Example(qa["id"], qa["question"], window, ((text, start - offset),), "window")
+                    else:
+                        yield Example(qa["id"], qa["question"], context, ((text, start),), "paragraph")
+                else:
+                    yield Example(qa["id"], qa["question"], context, ((text, start),), "paragraph")
+                if rng.random() >= negative_share:
+                    continue
+                texts = [a for a, _ in answers]
+                if rng.random() < 0.5 and len(paragraphs) > 1:
+                    other = paragraphs[rng.choice([i for i in range(len(paragraphs)) if i != pi])]
+                    if _lacks(other, texts):
+                        yield Example(qa["id"] + "/other-paragraph", qa["question"], other, (), "other-paragraph")
+                else:
+                    rest = [context[s:e] for s, e in sentence_spans(context) if not (s <= start < e + 1)]
+                    rest_text = " ".join(rest)
+                    if rest and _lacks(rest_text, texts):
+                        yield Example(qa["id"] + "/other-sentences", qa["question"], rest_text, (), "other-sentences")
+
+
+def load_splits(data_dir: Path, *, seed: int, window_share: float, negative_share: float
+                ) -> tuple[list[Example], list[Example]]:
+    """(training examples, held-out examples), the held-out ones from held-out articles only."""
+    v11 = read_squad(data_dir / SQUAD11)
+    v20 = read_squad(data_dir / SQUAD20)
+    # SQuAD 2.0's articles repeat SQuAD 1.1's answerable questions: keep only its unanswerable ones.
+    v20_impossible = [{"title": a["title"], "paragraphs": [
+        {"context": p["context"], "qas": [q for q in p["qas"] if q.get("is_impossible")]}
+        for p in a["paragraphs"]]} for a in v20]
+    train_articles = [a for a in v11 + v20_impossible if not is_held_out(a["title"])]
+    held_articles = [a for a in v11 + v20_impossible if is_held_out(a["title"])]
+    train = list(make_examples(train_articles, seed=seed, window_share=window_share, negative_share=negative_share))
+    held = list(make_examples(held_articles, seed=seed + 1, window_share=window_share, negative_share=negative_share))
+    return train, held
+
+
+# ----------------------------------------------------------------------------------------------
+# features
+
+
+@dataclass
+class Feature:
+    """One window of tokens for one example; start/end 0 point at [CLS]: no answer in this window."""
+
+    example: int
+    input_ids: list[int]
+    token_type_ids: list[int]
+    start: int
+    end: int
+
+
+def featurize(examples: list[Example], tokenizer: Any, *, max_len: int, stride: int,
+              max_question: int) -> list[Feature]:
+    """Tokenize question + context pairs into windows of at most `max_len` tokens.
+
+    `tokenizer` is a `tokenizers.Tokenizer` (the one shipped beside the model): the features use the
+    same tokenizer and the same pairing the runtime reader uses.
+    """
+    from rag.answer.reader import encode_pairs  # one definition of how a pair is tokenized
+
+    features: list[Feature] = []
+    batch = 512
+    for lo in range(0, len(examples), batch):
+        chunk = examples[lo:lo + batch]
+        windows = encode_pairs(tokenizer, [e.question for e in chunk], [e.context for e in chunk],
+                               max_len=max_len, stride=stride, max_question=max_question)
+        for w in windows:
+            ex = chunk[w.pair]
+            start = end = 0
+            if ex.answers:
+                text, char_start = ex.answers[0]
+                char_end = char_start + len(text)
+                tokens = [i for i, (s, e) in enumerate(w.offsets) if w.is_context[i] and s < char_end and e > char_start]
+                if tokens and w.offsets[tokens[0]][0] <= char_start and w.offsets[tokens[-1]][1] >= char_end:
+                    start, end = tokens[0], tokens[-1]
+            features.append(Feature(lo + w.pair, w.input_ids, w.token_type_ids, start, end))
+    return features

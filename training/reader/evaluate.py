@@ -1,0 +1,112 @@
+"""Scores for a reader: SQuAD exact match and F1, no-answer accuracy, and the no-answer threshold.
+
+The same decoding as at answer time (`rag.answer.reader`): a checkpoint is scored the way qabot will use it.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+import string
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rag.answer.reader import Span, Window, best_span, encode_pairs
+
+from .data import Example
+
+#: Share of held-out answerable examples the threshold may refuse: qabot's budget for false refusals.
+MAX_FALSE_REFUSALS = 0.03
+
+Logits = Callable[[list[Window]], list[tuple[np.ndarray, np.ndarray]]]
+
+
+def normalize(text: str) -> str:
+    """SQuAD's official answer normalization: lower case, no punctuation, articles or extra spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def f1(prediction: str, gold: str) -> float:
+    pred, ref = normalize(prediction).split(), normalize(gold).split()
+    common = collections.Counter(pred) & collections.Counter(ref)
+    same = sum(common.values())
+    if not pred or not ref:
+        return float(pred == ref)
+    if same == 0:
+        return 0.0
+    p, r = same / len(pred), same / len(ref)
+    return 2 * p * r / (p + r)
+
+
+def exact(prediction: str, gold: str) -> float:
+    return float(normalize(prediction) == normalize(gold))
+
+
+def predict(logits: Logits, tokenizer: object, questions: Sequence[str], passages: Sequence[str], *,
+            max_len: int, stride: int, max_question: int) -> list[Span | None]:
+    """Each pair's best span, decoded exactly as `SpanReader.read` does."""
+    windows = encode_pairs(tokenizer, questions, passages, max_len=max_len, stride=stride, max_question=max_question)
+    best: list[Span | None] = [None] * len(questions)
+    for w, (s, e) in zip(windows, logits(windows), strict=True):
+        found = best_span(s, e, w.is_context)
+        if found is None:
+            continue
+        i, j, score, null = found
+        old = best[w.pair]
+        if old is not None:
+            null = min(null, old.null_score)
+            if old.score >= score:
+                best[w.pair] = Span(old.passage, old.start, old.end, old.text, old.score, null)
+                continue
+        a, b = w.offsets[i][0], w.offsets[j][1]
+        best[w.pair] = Span(w.pair, a, b, passages[w.pair][a:b], score, null)
+    return best
+
+
+def score_examples(spans: Sequence[Span | None], examples: Sequence[Example]) -> dict[str, float]:
+    """EM/F1 on answerable examples (span taken as is), and the margin threshold for no-answer."""
+    answerable = [(s, e) for s, e in zip(spans, examples, strict=True) if e.answers]
+    negatives = [s for s, e in zip(spans, examples, strict=True) if not e.answers]
+    em = np.mean([max(exact(s.text if s else "", a) for a, _ in e.answers) for s, e in answerable]) if answerable else 0.0
+    fl = np.mean([max(f1(s.text if s else "", a) for a, _ in e.answers) for s, e in answerable]) if answerable else 0.0
+    pos_margins = np.array([s.margin if s else -1e9 for s, _ in answerable])
+    neg_margins = np.array([s.margin if s else -1e9 for s in negatives])
+    threshold = float(np.quantile(pos_margins, MAX_FALSE_REFUSALS)) if pos_margins.size else 0.0
+    return {
+        "answerable": len(answerable), "no_answer": len(negatives),
+        "exact_match": float(em), "f1": float(fl),
+        "min_margin": threshold,
+        "no_answer_refused": float(np.mean(neg_margins < threshold)) if neg_margins.size else 0.0,
+        "answerable_refused": float(np.mean(pos_margins < threshold)) if pos_margins.size else 0.0,
+    }
+
+
+def gold_paragraph_set(eval_dir: Path) -> tuple[list[str], list[str], list[list[str]]]:
+    """squad2-dev's answerable questions with the paragraph of their article that holds an answer."""
+    questions, passages, golds = [], [], []
+    for line in (eval_dir / "questions.jsonl").read_text().splitlines():
+        q = json.loads(line)
+        if q.get("unanswerable") or not q.get("gold_docs"):
+            continue
+        text = (eval_dir / "corpus" / f"{q['gold_docs'][0]}.txt").read_text()
+        paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+        found = next((p for p in paragraphs if any(a.lower() in p.lower() for a in q["answer_any"])), None)
+        if found is None:
+            continue
+        questions.append(q["question"])
+        passages.append(found)
+        golds.append(q["answer_any"])
+    return questions, passages, golds
+
+
+def score_gold_paragraphs(spans: Sequence[Span | None], golds: Sequence[list[str]]) -> dict[str, float]:
+    return {
+        "questions": len(golds),
+        "exact_match": float(np.mean([max(exact(s.text if s else "", g) for g in gs) for s, gs in zip(spans, golds)])),
+        "f1": float(np.mean([max(f1(s.text if s else "", g) for g in gs) for s, gs in zip(spans, golds)])),
+    }
