@@ -14,12 +14,19 @@ while processes that only read are fine next to one writer. So only writing take
 The lock is `fcntl.flock` on `<data>/index.lock`, so the kernel releases it when the holder
 exits or is killed; a stale file never blocks anyone. Within one process every opener of
 the same folder shares one lock (two `flock`s from one process on one file would conflict).
+
+The holder writes who it is into the file: a first line "pid 123: qabot discord" (all that
+older versions wrote, and all they read), then "host: <name>" and "pidns: <id>". A pid means
+nothing in another container (in Docker every container's main process is pid 1), so when
+the holder ran on another host or container (the hostname of a container is its id) the
+message names it: "pid 1 on host 3f2a1b9c0d1e: qabot discord".
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import sys
 import threading
 from dataclasses import dataclass
@@ -133,11 +140,28 @@ class WriterLock:
         return None
 
     def owner(self) -> str:
-        """Who holds the lock, as its holder wrote it ("pid 123: qabot discord"), or ""."""
+        """Who holds the lock, as its holder wrote it ("pid 123: qabot discord"), or "".
+
+        A holder on another host or in another container is named with its host
+        ("pid 1 on host 3f2a1b9c0d1e: qabot discord"); a file written by an older version has no
+        host and reads as before.
+        """
         try:
-            return self.path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[0][:200]
-        except (OSError, IndexError):
+            lines = self.path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[:8]
+        except OSError:
             return ""
+        if not lines:
+            return ""
+        first = _printable(lines[0])
+        fields = dict(line.partition(": ")[::2] for line in lines[1:])
+        host, pidns = _printable(fields.get("host", "")), fields.get("pidns", "").strip()
+        here_host, here_pidns = _whereabouts()
+        elsewhere = (host and host != here_host) or (pidns and here_pidns and pidns != here_pidns)
+        pid, sep, command = first.partition(": ")
+        if not (elsewhere and host and sep and pid.startswith("pid ")):
+            return first
+        where = f"on host {host}" if host != here_host else f"in another container on host {host}"
+        return f"{pid} {where}: {command}"[:200]
 
     def __enter__(self) -> WriterLock:
         self.acquire()
@@ -160,13 +184,30 @@ class WriterLock:
             ) from None
 
 
+def _whereabouts() -> tuple[str, str]:
+    """This process's host name (a container's is its id) and PID namespace ("" where unknown)."""
+    try:
+        pidns = os.readlink("/proc/self/ns/pid")  # Linux: "pid:[4026531836]", shared by one container's processes
+    except OSError:
+        pidns = ""
+    return _printable(socket.gethostname()), pidns
+
+
+def _printable(text: str) -> str:
+    """`text` on one line without control characters, at most 200 characters (it is shown to users)."""
+    return "".join(ch for ch in text if ch.isprintable()).strip()[:200]
+
+
 def _write_owner(fd: int) -> None:
     """Record who holds the lock, for the message another process shows (best effort)."""
     argv = sys.argv if sys.argv and sys.argv[0] not in ("", "-c") else ["python"]
     # the program and its first plain word ("qabot ingest"), never a question or a path
     command = " ".join([Path(argv[0]).name, *[a for a in argv[1:] if a.isidentifier()][:1]])
+    host, pidns = _whereabouts()
+    # the first line is what older versions wrote and read; the others name where that pid lives
+    record = f"pid {os.getpid()}: {command}\nhost: {host}\n" + (f"pidns: {pidns}\n" if pidns else "")
     try:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}: {command}\n".encode(), 0)
+        os.pwrite(fd, record.encode(), 0)
     except OSError:
         pass

@@ -9,6 +9,7 @@ documentation cannot drift from the code.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import io
 import logging
 import math
@@ -160,6 +161,12 @@ SETTINGS_SPEC: tuple[Var, ...] = (
     Var("QABOT_MIN_EVIDENCE", "min_evidence", "0.25",
         "Refuse when the best evidence sentence covers the question less than this (0..1: its share of the "
         "question's rare words, names and numbers required; see README).", "float", low=0, high=1),
+    Var("QABOT_READER_DIR", "reader_dir", "",
+        "Folder of the span reader model (model.onnx, tokenizer.json, reader.json); empty uses the one qabot ships. "
+        "`python -m training.reader --ship DIR` makes one."),
+    Var("QABOT_MIN_SPAN_MARGIN", "min_span_margin", "0",
+        "Refuse a who/what/when/how-many question when the reader finds no answer span scoring this much over "
+        "'no answer' (logits; see README).", "float", low=-50, high=50),
     Var("QABOT_MAX_QUESTION_CHARS", "max_question_chars", "2000", "Longer questions are refused.", "int",
         low=1, high=100_000),
     Var("QABOT_LLM_MODEL", "llm_model", "",
@@ -198,6 +205,53 @@ SETTINGS_SPEC: tuple[Var, ...] = (
 )
 
 
+#: Settings qabot no longer reads, and what took their place; setting one is warned about (see
+#: `unknown_settings`) instead of being ignored in silence.
+REMOVED_SETTINGS: dict[str, str] = {
+    "QABOT_MIN_DENSE_SCORE": "QABOT_MIN_EVIDENCE",  # the chunk-level refusal floors, replaced by one
+    "QABOT_MIN_KEYWORD_COVERAGE": "QABOT_MIN_EVIDENCE",  # sentence-level evidence threshold
+}
+
+#: QABOT_ variables that are not settings: read by the test suite and the benchmarks, never by qabot.
+NOT_SETTINGS = frozenset({"QABOT_TEST_MODEL_DIR", "QABOT_BENCH_DIR"})
+
+#: Only names with this prefix are checked. CHROMA_* names are chromadb's own too (CHROMA_SERVER_HOST,
+#: CHROMA_SERVER_AUTHN_CREDENTIALS, ...), and DISCORD_*, OPENAI_* and ANTHROPIC_* names belong to other
+#: tools as often as to qabot; warning about those would be wrong often enough to teach people to
+#: ignore the warning.
+CHECKED_PREFIX = "QABOT_"
+
+
+def unknown_settings(environ: Mapping[str, str], from_file: Mapping[str, str] | None = None,
+                     file: Path | None = None) -> list[str]:
+    """One warning per QABOT_ variable that is not a setting (a typo, or a removed setting), naming the real one.
+
+    `from_file` holds the names that `file` (the .env) set, so the warning says where to fix it.
+    Nothing is rejected: an unknown variable changes nothing, so the exit code stays what it was.
+    """
+    known = {var.env for var in SETTINGS_SPEC}
+    warnings = []
+    for name in sorted(environ):
+        if not name.upper().startswith(CHECKED_PREFIX) or name in known or name in NOT_SETTINGS:
+            continue
+        shown = name if re.fullmatch(r"[A-Za-z0-9_]{1,80}", name) else repr(name)[:60]
+        where = f"set in {file}" if from_file is not None and name in from_file else "set in the environment"
+        if name in REMOVED_SETTINGS:
+            warnings.append(f"{shown} ({where}) was removed and changes nothing; "
+                            f"{REMOVED_SETTINGS[name]} replaced it (see .env.example)")
+            continue
+        if name.upper() in known:
+            hint = f"did you mean {name.upper()}? (names are case-sensitive)"
+        else:
+            # compared without the prefix every candidate shares, which would make any two names look alike
+            by_stem = {candidate.removeprefix(CHECKED_PREFIX): candidate for candidate in known | set(REMOVED_SETTINGS)}
+            close = difflib.get_close_matches(name.upper().removeprefix(CHECKED_PREFIX), sorted(by_stem), n=1)
+            replacement = REMOVED_SETTINGS.get(by_stem[close[0]], by_stem[close[0]]) if close else ""
+            hint = f"did you mean {replacement}?" if replacement else "see .env.example for every setting"
+        warnings.append(f"{shown} ({where}) is not a qabot setting, so it changes nothing; {hint}")
+    return warnings
+
+
 def _default_values() -> dict[str, Any]:
     return {v.attr: v.parse(v.default) for v in SETTINGS_SPEC}
 
@@ -224,6 +278,8 @@ class Settings:
     answerer: str = "extractive"
     refuse: bool = True
     min_evidence: float = 0.25
+    reader_dir: str = ""
+    min_span_margin: float = 0.0
     max_question_chars: int = 2000
     llm_model: str = ""
     llm_base_url: str = ""
@@ -288,20 +344,31 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
 
 
 def load_env_file(path: Path, environ: MutableMapping[str, str] | None = None) -> list[str]:
-    """Read a `.env` file into `environ` (variables already set win) and return one warning per bad line.
+    """Read a `.env` file into `environ` (variables already set win) and return the warnings to show once.
+
+    The warnings: one per line of the file that is not KEY=VALUE, then one per QABOT_ variable, from
+    the environment or the file, that is not a setting (`unknown_settings`). `main()` calls this once,
+    before `load_settings()`, and prints each on its own line.
 
     python-dotenv warns about a bad line each time the file is parsed, and chromadb parses
     `./.env` again for each of its settings objects (eight times per command, measured); it also
     stops with a 47-line traceback on a file that is not UTF-8. So the file is decoded and
     checked here once, and dotenv's own warnings are silenced for the rest of the process.
     """
+    target = os.environ if environ is None else environ
+    warnings, applied = _read_env_file(path, target)
+    return warnings + unknown_settings(target, applied, path)
+
+
+def _read_env_file(path: Path, target: MutableMapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """Set the file's variables that `target` lacks; return the bad-line warnings and what was set."""
     from dotenv import dotenv_values
     from dotenv.parser import parse_stream
 
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        return []
+        return [], {}
     except OSError as exc:
         raise SettingsError(f"cannot read {path} ({exc.strerror or exc}); fix its permissions or remove it") from None
     try:
@@ -316,27 +383,42 @@ def load_env_file(path: Path, environ: MutableMapping[str, str] | None = None) -
         f"{path} line {binding.original.line} is not KEY=VALUE; it was ignored"
         for binding in parse_stream(io.StringIO(text)) if binding.error
     ]
-    target = os.environ if environ is None else environ
+    applied = {}
     for key, value in dotenv_values(stream=io.StringIO(text)).items():
         if value is not None and key not in target:
-            target[key] = value
-    return warnings
+            target[key] = applied[key] = value
+    return warnings, applied
 
 
 _SECTIONS = {"QABOT_CORPUS_DIR": "Where things live", "QABOT_EMBED_MODEL": "Ingestion",
              "QABOT_TOP_K": "Retrieval and answering", "DISCORD_TOKEN": "Discord"}
 
 
+def _left_to_the_image(var: Var) -> bool:
+    """A folder whose default is relative to where qabot runs: the Docker image sets its own (/data, /app/corpus).
+
+    `.env.example` shows such a setting commented out, so that a copy of it passed to
+    `docker run --env-file .env` cannot replace the image's folders with ones the container cannot write.
+    """
+    return var.kind == "path" and not Path(var.default).is_absolute()
+
+
 def env_example() -> str:
     """The text of `.env.example`: every variable with its help, range and default (tests keep the file equal)."""
     out = [
-        "# qabot settings. Copy to .env and change what you need; every line shows the default.",
+        "# qabot settings. Copy to .env and change what you need; every setting is shown with its default.",
+        "# The folders are commented out, so a copy passed to `docker run --env-file` keeps the image's own folders.",
         "# Real environment variables win over this file. Never commit your .env (it is in .gitignore).",
     ]
     for var in SETTINGS_SPEC:
         if var.env in _SECTIONS:
             out += ["", f"# --- {_SECTIONS[var.env]} ---"]
-        out += [f"# {var.help} Allowed: {var.allowed}.", f"{var.env}={var.default}"]
+        if _left_to_the_image(var):
+            out += [f"# {var.help} Allowed: {var.allowed}. Default: {var.default} (relative to the folder qabot runs in); "
+                    "commented out so the Docker image's own folder stays in force; outside Docker, uncomment it to "
+                    "choose another.", f"# {var.env}={var.default}"]
+        else:
+            out += [f"# {var.help} Allowed: {var.allowed}.", f"{var.env}={var.default}"]
     return "\n".join(out) + "\n"
 
 

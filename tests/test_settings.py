@@ -23,7 +23,46 @@ def test_env_example_documents_every_variable_with_its_default() -> None:
     text = (REPO / ".env.example").read_text(encoding="utf-8")
     assert text == env_example(), "regenerate: python -c 'from rag.settings import env_example; print(env_example(), end=\"\")' > .env.example"
     assigned = dict(re.findall(r"^([A-Z_]+)=(.*)$", text, flags=re.M))
-    assert assigned == {v.env: v.default for v in SETTINGS_SPEC}
+    commented = dict(re.findall(r"^# ([A-Z_]+)=(.*)$", text, flags=re.M))
+    assert len(re.findall(r"^(?:# )?[A-Z_]+=", text, flags=re.M)) == len(SETTINGS_SPEC)  # each one once
+    assert {**assigned, **commented} == {v.env: v.default for v in SETTINGS_SPEC}
+    # only the folders whose defaults are relative to where qabot runs are commented out (the image sets its own)
+    assert set(commented) == {"QABOT_CORPUS_DIR", "QABOT_DATA_DIR"}
+    for name, default in commented.items():
+        help_line = text.split(f"\n# {name}=")[0].rsplit("\n", 1)[1]
+        assert f"Default: {default} (relative to the folder qabot runs in)" in help_line, help_line
+        assert "Docker image" in help_line, help_line
+
+
+def _dockerfile_env() -> dict[str, str]:
+    """Every variable the Dockerfile sets with ENV (either form), in any stage."""
+    import shlex
+
+    text = re.sub(r"\\\n", " ", (REPO / "Dockerfile").read_text(encoding="utf-8"))  # join continued lines
+    env: dict[str, str] = {}
+    for line in text.splitlines():
+        words = line.split(None, 1)
+        if len(words) != 2 or words[0].upper() != "ENV":
+            continue
+        tokens = shlex.split(words[1], comments=True)
+        if tokens and "=" not in tokens[0]:  # legacy `ENV KEY value`
+            env[tokens[0]] = " ".join(tokens[1:])
+            continue
+        env.update(token.split("=", 1) for token in tokens)
+    return env
+
+
+def test_env_example_copied_to_env_never_overrides_what_the_docker_image_sets() -> None:
+    """`docker run --env-file .env` with a copy of .env.example keeps the image's ENV (its folders above all)."""
+    image_env = _dockerfile_env()
+    assert {"QABOT_DATA_DIR": "/data", "QABOT_CORPUS_DIR": "/app/corpus"}.items() <= image_env.items(), image_env
+    lines = (REPO / ".env.example").read_text(encoding="utf-8").splitlines()
+    # docker's --env-file format: '#' starts a comment line, a line is KEY=VALUE (or KEY, taken from the host)
+    set_here = dict(line.split("=", 1) for line in lines if line.strip() and not line.lstrip().startswith("#")
+                    and "=" in line)
+    clashes = {name: (value, image_env[name]) for name, value in set_here.items()
+               if name in image_env and value != image_env[name]}
+    assert not clashes, f".env.example sets what the Dockerfile sets with ENV: {clashes}"
 
 
 def test_readme_settings_table_lists_every_variable() -> None:
