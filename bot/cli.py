@@ -222,6 +222,7 @@ def eval_command(settings: Settings, questions_files: tuple[Path, ...], set_dirs
         else:
             console.print(eval_table(report))
             console.print(tradeoff_table(report))
+            console.print(tradeoff_table(report, "span"))
             for failure in report["failures"]:
                 console.print(f"[red]✗[/red] {failure['id']}: {failure['why']}")
         missed = _missed_thresholds(report, limits)

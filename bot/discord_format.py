@@ -9,7 +9,7 @@ that must be cut is closed and reopened so every piece renders on its own.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,8 +215,9 @@ def _quote_block(text: str) -> str:
     return "\n".join("> " + line if line.strip() else ">" for line in text.splitlines())
 
 
-def source_field(source: Source) -> tuple[str, str]:
-    """The embed field (name, value) for one source: title, date, where it is, the quote."""
+def source_field(source: Source, *, quote_shown: bool = False) -> tuple[str, str]:
+    """The embed field (name, value) for one source: title, date, where it is, and the quote unless the
+    answer's text shows it already (`quote_shown`): each quote appears once."""
     name = _truncate(f"[{source.n}] {source.title or source.doc_id}".strip(), FIELD_NAME_LIMIT)
     where = source.url if source.url else f"`{source.doc_id}`"
     if source.url and source.doc_id:
@@ -225,6 +226,8 @@ def source_field(source: Source) -> tuple[str, str]:
     meta = _truncate(meta, 400)
     room = FIELD_VALUE_LIMIT - len(meta) - 40
     quote = discord.utils.escape_markdown(" ".join(source.quote.split()))
+    if quote_shown and source.verified:
+        return name, meta[:FIELD_VALUE_LIMIT]
     if not quote:
         body = "*(no quote could be verified in this source)*"
     elif source.verified:
@@ -234,12 +237,12 @@ def source_field(source: Source) -> tuple[str, str]:
     return name, f"{meta}\n{body}"[:FIELD_VALUE_LIMIT]
 
 
-def source_embeds(sources: Sequence[Source]) -> list[discord.Embed]:
-    """Sources as embeds, each under 25 fields and 6,000 characters."""
+def source_embeds(sources: Sequence[Source], shown: Callable[[Source], bool] = lambda s: False) -> list[discord.Embed]:
+    """Sources as embeds, each under 25 fields and 6,000 characters; `shown(source)`: its quote is in the text."""
     embeds: list[discord.Embed] = []
     current: discord.Embed | None = None
     for source in sources:
-        name, value = source_field(source)
+        name, value = source_field(source, quote_shown=shown(source))
         if (
             current is None
             or len(current.fields) >= FIELDS_PER_EMBED
@@ -284,7 +287,7 @@ def render_answer(answer: Answer, *, question: str | None = None, limit: int = M
         parts.append(f"⚠️ *{one_line(answer.notice, 500)}*")
     parts.append(body or "*(empty answer)*")
     texts = split_message("\n\n".join(parts), limit)
-    groups = _pack_embeds(source_embeds(answer.sources))
+    groups = _pack_embeds(source_embeds(answer.sources, answer.shows_quote))
     replies = [Reply(content=t) for t in texts]
     if groups:
         replies[-1] = Reply(content=replies[-1].content, embeds=tuple(groups[0]))

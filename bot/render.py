@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,20 +21,30 @@ from .progress import log_records_as_progress
 
 
 def print_answer(console: Console, answer: Answer) -> None:
-    """The answer, any notice, then numbered sources with their quotes."""
+    """The answer (its **answer spans** in bold), any notice, then the numbered sources.
+
+    A source's quote is printed under it only when the answer text does not show it already: the
+    offline answer quotes its evidence in the text, an LLM's answer does not.
+    """
     if answer.notice:
         console.print(f"[yellow]note:[/yellow] {escape(answer.notice)}")
     style = "italic" if answer.refused else ""
-    console.print(escape(answer.text), style=style, soft_wrap=False)
+    console.print(Text.from_markup(markdown_bold(answer.text), style=style), soft_wrap=False)
     if answer.sources:
         console.print()
         console.print("[bold]Sources[/bold]")
     for s in answer.sources:
         where = " · ".join(x for x in (s.date, s.url or s.doc_id) if x)
         console.print(f"[bold cyan][{s.n}][/bold cyan] {escape(s.title)} [dim]({escape(where)})[/dim]")
-        if s.quote:
+        if s.quote and not answer.shows_quote(s):
             mark = "" if s.verified else " [red](unverified)[/red]"
             console.print(f"    [green]“{escape(s.quote)}”[/green]{mark}")
+
+
+def markdown_bold(text: str) -> str:
+    """Rich markup for text whose only Markdown is **bold** (the answer span in a quote); all else escaped."""
+    pieces = re.split(r"\*\*([^*\n]+)\*\*", text)
+    return "".join(f"[bold]{escape(p)}[/bold]" if i % 2 else escape(p) for i, p in enumerate(pieces))
 
 
 @contextmanager
@@ -92,6 +103,7 @@ def eval_table(report: dict) -> Table:
         ("MRR", f"{report['mrr']:.3f}"),
         ("answer correctness", f"{report['answer_correctness']:.3f}"),
         ("lead contains an accepted answer", f"{report['lead_contains']:.3f}"),
+        ("lead F1 (SQuAD)", f"{report['lead_f1']:.3f}"),
         ("first sentence contains an accepted answer", f"{report['first_sentence_contains']:.3f}"),
         ("median lead words", f"{report['median_lead_words']:.1f}"),
         ("refusal rate (unanswerable)", f"{report['refusal_rate']:.3f}"),
@@ -104,17 +116,23 @@ def eval_table(report: dict) -> Table:
     return table
 
 
-def tradeoff_table(report: dict) -> Table:
-    """Refusals against false refusals for each evidence threshold, the current one marked."""
-    caption = f"had QABOT_MIN_EVIDENCE been each threshold (now {report['min_evidence']}); from recorded evidence"
-    table = Table(title="refusal trade-off (evidence threshold)", caption=caption, show_header=True)
+def tradeoff_table(report: dict, which: str = "evidence") -> Table:
+    """Refusals against false refusals for each threshold (of the evidence, or of the reader's margin), the current one marked."""
+    if which == "evidence":
+        rows_key, title = "refusal_tradeoff", "refusal trade-off (evidence threshold)"
+        caption = f"had QABOT_MIN_EVIDENCE been each threshold (now {report['min_evidence']}); from recorded evidence"
+    else:
+        rows_key, title = "span_tradeoff", "refusal trade-off (reader's answer-span margin)"
+        caption = (f"had QABOT_MIN_SPAN_MARGIN been each threshold (now {report['min_span_margin']}); "
+                   "from recorded margins, evidence threshold as set")
+    table = Table(title=title, caption=caption, show_header=True)
     table.add_column("threshold", justify="right")
     table.add_column("unanswerable refused", justify="right")
     table.add_column("false refusals", justify="right")
     table.add_column("")
     # Neighbouring thresholds that change nothing share one row ("0.00–0.40"); --json keeps every row.
     runs: list[list[dict]] = []
-    for row in report["refusal_tradeoff"]:
+    for row in report[rows_key]:
         last = runs[-1][-1] if runs else None
         same = last is not None and not (row["current"] or last["current"]) and all(
             row[key] == last[key] for key in ("unanswerable_refused", "false_refusals"))

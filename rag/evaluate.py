@@ -19,6 +19,8 @@ import hashlib
 import json
 import re
 import statistics
+import string
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +36,7 @@ from .text import split_sentences
 TRADEOFF_THRESHOLDS = tuple(round(i * 0.05, 2) for i in range(21))
 #: An `[n]` citation as the answerers write them.
 _CITATION = re.compile(r"\[\d+\]")
+_PUNCTUATION = frozenset(string.punctuation)
 #: What an eval set folder holds.
 SET_QUESTIONS = "questions.jsonl"
 SET_CORPUS = "corpus"
@@ -60,6 +63,8 @@ class EvalReport:
     answer_correctness: float = 0.0
     #: share of answerable questions whose lead (text before the first [n]) holds an accepted answer
     lead_contains: float = 0.0
+    #: SQuAD's token F1 of the lead against the best accepted answer, averaged over answerable questions
+    lead_f1: float = 0.0
     #: share of answerable questions whose first sentence holds an accepted answer
     first_sentence_contains: float = 0.0
     median_lead_words: float = 0.0  # over answered answerable questions
@@ -72,6 +77,9 @@ class EvalReport:
     min_evidence: float = 0.0  # the pipeline's refusal threshold on Answer.evidence (QABOT_MIN_EVIDENCE)
     #: rows {threshold, unanswerable_refused, false_refusals, false_refusal_rate, current}: see refusal_tradeoff()
     refusal_tradeoff: list[dict[str, Any]] = field(default_factory=list)
+    min_span_margin: float = 0.0  # the reader's refusal threshold on Answer.margin (QABOT_MIN_SPAN_MARGIN)
+    #: the same table over the reader's margin, the evidence threshold as it is: see span_tradeoff()
+    span_tradeoff: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,6 +93,7 @@ class Outcome:
     unanswerable: bool
     refused: bool
     evidence: float
+    margin: float | None = None  # the reader's margin where it decides (span questions), else None
 
 
 def read_questions(path: Path) -> list[EvalQuestion]:
@@ -186,6 +195,55 @@ def refusal_tradeoff(
     return rows
 
 
+#: Margins of the reader's trade-off table (logits).
+SPAN_THRESHOLDS = tuple(float(t) for t in range(-8, 9))
+
+
+def span_tradeoff(outcomes: Sequence[Outcome], current: float, min_evidence: float,
+                  thresholds: Sequence[float] = SPAN_THRESHOLDS) -> list[dict[str, Any]]:
+    """Like `refusal_tradeoff`, over the reader's margin (QABOT_MIN_SPAN_MARGIN) with the evidence threshold fixed."""
+    grid = sorted(set(thresholds) | {round(current, 4)})
+
+    def gated(o: Outcome, t: float) -> bool:
+        return o.evidence >= min_evidence and o.margin is not None and o.margin < t
+
+    def refused_at(o: Outcome, t: float) -> bool:
+        return gated(o, t) or (o.refused and not gated(o, current))
+
+    unanswerable = [o for o in outcomes if o.unanswerable]
+    answerable = [o for o in outcomes if not o.unanswerable]
+    rows = []
+    for t in grid:
+        wrongly = sum(refused_at(o, t) for o in answerable)
+        rows.append({
+            "threshold": t,
+            "unanswerable_refused": round(sum(refused_at(o, t) for o in unanswerable) / len(unanswerable), 4)
+            if unanswerable else 1.0,
+            "false_refusals": wrongly,
+            "false_refusal_rate": round(wrongly / len(answerable), 4) if answerable else 0.0,
+            "current": t == round(current, 4),
+        })
+    return rows
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's answer normalization: lower case, no punctuation, no articles, single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def token_f1(prediction: str, gold: str) -> float:
+    """SQuAD's token F1 between a predicted and a gold answer (after normalize_answer)."""
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if not pred or not ref:
+        return float(pred == ref)
+    same = sum((Counter(pred) & Counter(ref)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred), same / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return 0.0
@@ -199,6 +257,7 @@ def evaluate(pipeline: QAPipeline, questions: list[EvalQuestion], k: int = 3, na
     report = EvalReport(name=name, questions=len(questions), k=k)
     report.min_evidence = pipeline.settings.min_evidence
     hits = reciprocal = correct = refused_ok = leads_ok = firsts_ok = 0
+    lead_f1 = 0.0
     quotes_total = quotes_ok = 0
     latencies: list[float] = []
     lead_lengths: list[int] = []
@@ -207,7 +266,7 @@ def evaluate(pipeline: QAPipeline, questions: list[EvalQuestion], k: int = 3, na
     for q in questions:
         answer = pipeline.ask(q.question)
         latencies.append(answer.timings_ms.get("total", 0.0))
-        outcomes.append(Outcome(q.unanswerable, answer.refused, answer.evidence))
+        outcomes.append(Outcome(q.unanswerable, answer.refused, answer.evidence, answer.margin))
         for source in answer.sources:
             quotes_total += 1
             if source.doc_id not in doc_text:
@@ -233,6 +292,7 @@ def evaluate(pipeline: QAPipeline, questions: list[EvalQuestion], k: int = 3, na
         correct += is_correct
         lead = answer_lead(answer.text)
         leads_ok += contains_any(lead, q.answer_any)
+        lead_f1 += max((token_f1(lead, a) for a in q.answer_any), default=0.0)
         firsts_ok += contains_any(first_sentence(answer.text), q.answer_any)
         lead_lengths.append(word_count(lead))
         if not is_correct:
@@ -242,6 +302,7 @@ def evaluate(pipeline: QAPipeline, questions: list[EvalQuestion], k: int = 3, na
         report.mrr = reciprocal / report.answerable
         report.answer_correctness = correct / report.answerable
         report.lead_contains = leads_ok / report.answerable
+        report.lead_f1 = lead_f1 / report.answerable
         report.first_sentence_contains = firsts_ok / report.answerable
         report.false_refusal_rate = report.false_refusals / report.answerable
     report.median_lead_words = float(statistics.median(lead_lengths)) if lead_lengths else 0.0
@@ -250,4 +311,6 @@ def evaluate(pipeline: QAPipeline, questions: list[EvalQuestion], k: int = 3, na
     report.latency_p50_ms = statistics.median(latencies) if latencies else 0.0
     report.latency_p95_ms = percentile(latencies, 95)
     report.refusal_tradeoff = refusal_tradeoff(outcomes, report.min_evidence)
+    report.min_span_margin = pipeline.settings.min_span_margin
+    report.span_tradeoff = span_tradeoff(outcomes, report.min_span_margin, report.min_evidence)
     return report

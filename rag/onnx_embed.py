@@ -41,7 +41,8 @@ PRECISIONS: tuple[str, ...] = ("float32", "int8")
 #: Bump when the export recipe changes, so that caches made by an older recipe are not reused.
 _EXPORT_VERSION = "1"
 #: Likewise for the int8 recipe (whose name also carries the onnxruntime version that made it).
-_QUANT_VERSION = "1"
+#: "2": reduced-range weights (the same vectors with and without VNNI); files made by "1" are remade once.
+_QUANT_VERSION = "2"
 #: A file is used only if it embeds the probes like its reference does (lowest cosine):
 #: the float32 export like sentence-transformers, the int8 copy like the float32 export.
 _MIN_COSINE: dict[str, float] = {"float32": 0.9999, "int8": 0.97}
@@ -153,6 +154,10 @@ class OnnxBackend:
         self._session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self._inputs = [i.name for i in self._session.get_inputs()]
         self.parallel_calls = 1  # see run_in_parallel()
+        #: One text per onnxruntime call (set for the int8 copy): its activations are quantized per call, so a
+        #: text batched with others got a vector that depended on them, and a question's evidence on which
+        #: sentences earlier questions had already cached. Alone, a sentence always gets the same vector.
+        self.one_text_per_call = False
         self._executor: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -177,6 +182,7 @@ class OnnxBackend:
         ranking = _cached(recipe, cache_dir, precision, threads, batch_size,
                           lambda texts: float32().embed(texts, query=False), lambda tmp: _quantize(float32().path, tmp))
         ranking.run_in_parallel(ranking_calls(threads))
+        ranking.one_text_per_call = True
         return ranking
 
     def embed(self, texts: list[str], *, query: bool) -> np.ndarray:
@@ -185,7 +191,10 @@ class OnnxBackend:
         prepared = [t.strip().lower() if self.recipe.lower_case else t.strip() for t in texts]
         encodings = self._tok.encode_batch(prepared)
         order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))
-        batches = list(_batches(order, [len(e.ids) for e in encodings], self.batch_size))
+        if self.one_text_per_call:
+            batches = [[i] for i in order]
+        else:
+            batches = list(_batches(order, [len(e.ids) for e in encodings], self.batch_size))
         out: np.ndarray | None = None
         for batch, vectors in zip(batches, self._run_all([[encodings[i] for i in b] for b in batches])):
             if out is None:
@@ -360,6 +369,9 @@ def _quantize(source: Path, dest: Path) -> None:
     """int8 weights, activations quantized on the fly: the standard recipe for BERT-style models on CPU.
 
     Per-channel scales matter here: per-tensor ones left some sentences at cosine 0.91 of float32.
+    Reduced range (7-bit weights): without VNNI, onnxruntime's AVX2 kernels add pairs of u8 x s8 products
+    in 16 bits, which saturate with full 8-bit weights; with 7 bits they cannot, so every CPU computes
+    the same vectors (onnxruntime's own advice for such CPUs).
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -369,7 +381,7 @@ def _quantize(source: Path, dest: Path) -> None:
     root = logging.getLogger()  # the quantizer logs a line per tensor straight to the root logger
     root.addFilter(drop)
     try:
-        quantize_dynamic(str(source), str(dest), weight_type=QuantType.QInt8, per_channel=True)
+        quantize_dynamic(str(source), str(dest), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True)
     finally:
         root.removeFilter(drop)
 

@@ -15,7 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .answer.answerability import judge
 from .answer.extractive import ExtractiveAnswerer
+from .answer.reader import SpanReader
 from .answer.registry import build_llm_answerer
 from .conversation import prepare, resolve
 from .errors import QabotError
@@ -72,7 +74,10 @@ class QAPipeline:
     def __init__(self, settings: Settings, index: Index, llm_answerer: LLMAnswerer | None = None) -> None:
         self.settings = settings
         self.index = index
-        self.extractive = ExtractiveAnswerer(index.embedder.with_precision(settings.sentence_precision))
+        # Loaded on the first question, on the asking thread: a loader thread still inside onnxruntime when a
+        # one-off command exits (an empty question, an error) crashed the interpreter at teardown.
+        self.extractive = ExtractiveAnswerer(index.embedder.with_precision(settings.sentence_precision),
+                                             SpanReader.from_settings(settings))
         self.llm = llm_answerer
         self.sync_report: IngestReport | None = None  # what opening the pipeline changed in the index
         self._lock = threading.RLock()  # guards swapping the keyword index on reindex
@@ -129,13 +134,19 @@ class QAPipeline:
         sides = [self._side_evidence(side, standalone, filters, keyword) for side in evidence.question.sides]
         if sides:  # a comparison is covered when each side is
             evidence.score = min(side.score for side in sides)
-        if self.settings.refuse and evidence.score < self.settings.min_evidence:
-            answer = Answer(question, REFUSAL, refused=True, backend=self.backend_name(), evidence=evidence.score)
+        # A follow-up ("When?") is read with its topic, as it is retrieved: alone it asks nothing the reader can find.
+        asked = resolved.query if resolved.follow_up and standalone == question else standalone
+        reading = self.extractive.read(asked, evidence)
+        verdict = judge(evidence.question, evidence.score, reading, min_evidence=self.settings.min_evidence,
+                        min_margin=self.settings.min_span_margin)
+        if self.settings.refuse and not verdict.answer:
+            answer = Answer(question, REFUSAL, refused=True, backend=self.backend_name(), evidence=evidence.score,
+                            margin=verdict.margin)
         elif self.llm is not None:
             answer = self.llm.answer(question, standalone, hits, history, keyword, vector, self.extractive,
                                      on_token=on_token)
         else:
-            answer = self.extractive.answer(standalone, hits, keyword, vector, evidence=evidence,
+            answer = self.extractive.answer(standalone, hits, keyword, vector, evidence=evidence, reading=reading,
                                             lead_of=self._document_start, side_evidence=sides)
             if resolved.follow_up and any(answer.text == turn.answer for turn in history):
                 # Never an earlier answer word for word: with what was shown demoted, new evidence leads.
@@ -143,6 +154,7 @@ class QAPipeline:
                 # sentence already shown; tests/data/conversations.jsonl, 35/36 with, 36/36 without.)
                 evidence = self.extractive.evidence(standalone, hits, keyword, vector, shown=resolved.shown)
                 answer = self.extractive.answer(standalone, hits, keyword, vector, evidence=evidence,
+                                                reading=self.extractive.read(asked, evidence, resolved.shown),
                                                 lead_of=self._document_start, side_evidence=sides)
             if answer.refused:
                 answer = Answer(question, REFUSAL, refused=True, backend=self.extractive.name, evidence=answer.evidence)
@@ -161,6 +173,7 @@ class QAPipeline:
             },
             retrieved=tuple(dict.fromkeys(h.doc_id for h in hits)),
             evidence=evidence.score,
+            margin=verdict.margin,
         )
 
     def _side_evidence(self, side: str, question: str, filters: Filters, keyword: KeywordIndex):  # -> Evidence

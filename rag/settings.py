@@ -164,7 +164,7 @@ SETTINGS_SPEC: tuple[Var, ...] = (
     Var("QABOT_READER_DIR", "reader_dir", "",
         "Folder of the span reader model (model.onnx, tokenizer.json, reader.json); empty uses the one qabot ships. "
         "`python -m training.reader --ship DIR` makes one."),
-    Var("QABOT_MIN_SPAN_MARGIN", "min_span_margin", "0",
+    Var("QABOT_MIN_SPAN_MARGIN", "min_span_margin", "-2",
         "Refuse a who/what/when/how-many question when the reader finds no answer span scoring this much over "
         "'no answer' (logits; see README).", "float", low=-50, high=50),
     Var("QABOT_MAX_QUESTION_CHARS", "max_question_chars", "2000", "Longer questions are refused.", "int",
@@ -279,7 +279,7 @@ class Settings:
     refuse: bool = True
     min_evidence: float = 0.25
     reader_dir: str = ""
-    min_span_margin: float = 0.0
+    min_span_margin: float = -2.0
     max_question_chars: int = 2000
     llm_model: str = ""
     llm_base_url: str = ""

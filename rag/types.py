@@ -47,6 +47,15 @@ class Answer:
     #: How well the articles cover the question, 0..1 (see rag/answer/evidence.py); a question is
     #: refused when this is under QABOT_MIN_EVIDENCE. Kept on refused answers too, for `qabot eval`.
     evidence: float = 1.0
+    #: The span reader's best margin (span score minus "no answer", logits; see rag/answer/answerability.py),
+    #: None when the reader was not asked. For `qabot eval`'s trade-off, not shown.
+    margin: float | None = None
+
+    def shows_quote(self, source: Source) -> bool:
+        """Whether the answer text already shows the source's quote (then a source list need not repeat it)."""
+        plain = " ".join(self.text.replace("**", "").split())
+        parts = [" ".join(p.split()) for p in source.quote.split(" … ") if p.strip()]
+        return bool(parts) and all(p in plain for p in parts)
 
     def to_json(self) -> dict[str, Any]:
         """The public JSON contract of `qabot ask --json` (documented in the README)."""

@@ -220,8 +220,11 @@ def test_a_mention_gets_a_threaded_reply_with_sources_and_no_pings(pipeline: Any
                 assert fld["name"].startswith(f"[{source.n}] {source.title[:40]}")
                 assert f"`{source.doc_id}`" in fld["value"]
                 assert (source.date or "") in fld["value"]
-                assert discord.utils.escape_markdown(" ".join(source.quote.split()))[:60] in fld["value"]
+                # each quote once: in the answer text (its span in bold), or under its source when the text lacks it
+                quote = discord.utils.escape_markdown(" ".join(source.quote.split()))[:60]
+                assert (quote in fld["value"]) != expected.shows_quote(source)
             assert any(POLAND_DOC in f["value"] for f in embed["fields"])
+            assert re.search(r"“[^”]*\*\*[^*]+\*\*[^”]*” \[1\]", reply["content"]), reply["content"]  # the span, bold
 
             for body in message_bodies(fake, thread_id):
                 assert pings_nobody(body["allowed_mentions"])

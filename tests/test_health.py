@@ -13,7 +13,7 @@ from rag.index import Index
 from .conftest import CORPUS, assert_one_line_error, run_qabot
 from .fakes.chroma_server import ChromaServer
 
-CHECKS = ["settings", "corpus", "model", "chroma", "index", "sync"]
+CHECKS = ["settings", "corpus", "model", "reader", "chroma", "index", "sync"]
 
 
 def _checks(stdout: str) -> dict[str, tuple[str, str]]:

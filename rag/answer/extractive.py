@@ -1,11 +1,11 @@
-"""The offline answerer: the answer first, as a verbatim fragment, then the sentences that hold it.
+"""The offline answerer: the answer first, as the span the reader found, then the sentence that holds it.
 
-It writes nothing that is not in a source. For "when did…" it leads with the date the evidence
-sentence holds, for "who is X?" with the phrase that describes X ("chief of cabinet at Czech
-cybersecurity agency NUKIB"), each cited; then it quotes the supporting sentence(s). When it is
-not sure which phrase answers, it leads with the part of the sentence around its best guess
-rather than a wrong two-word answer. Why-questions lead with the reason clause, comparisons
-quote each side, list questions gather across articles, "summarise…" quotes the article's lead, "who wrote the article…" leads with its byline.
+It writes nothing that is not in a source. The span reader (reader.py, via reading.py) reads the best
+evidence sentences and finds the words that answer ("Mike Pence and Mateusz Morawiecki"); the answer
+leads with them, cited, then quotes the sentence they stand in with the span in **bold**. When the
+reader is not sure, the answer leads with the best sentence whole. List questions gather the spans
+found across articles, comparisons quote each side, "summarise…" quotes the article's lead, and
+"who wrote the article…" leads with its byline.
 """
 
 from __future__ import annotations
@@ -15,58 +15,38 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..embed import Embedder
-from ..nlp import annotation_of
 from ..retrieve import Hit, KeywordIndex
-from ..text import STOPWORDS, TERMINAL, terms
+from ..text import TERMINAL, terms
 from ..types import Answer, Source
-from .evidence import Evidence, SentenceEmbeddingCache, SentenceEvidence, Span, coverage, gather, neighbour, sentences_of
-from .question import Question, analyse
+from .evidence import Evidence, SentenceEmbeddingCache, SentenceEvidence, gather, neighbour, sentences_of
+from .question import analyse
+from .reader import SpanReader
+from .reading import READ_SENTENCES, EvidenceReader, Found, Reading
 
-#: The best candidate leads alone only when it beats the next unrelated candidate of its sentence
-#: by this much (span scores are 0..~1); otherwise the lead is the fragment around it. On
-#: squad2-dev, leading with every best candidate was right 47% of the time; with this margin the
-#: short leads are kept for the clear cases and the rest quote a fragment (see the notes).
-CONFIDENT_MARGIN = 0.3
-#: ... and only when it stands within this many words of the question's words: "Who was sleeping
-#: in tents?" is not answered by the speaker ten words before them ("Tomas Ibarra said 212 people
-#: had died and about 18,000 were sleeping in tents"). 3 to 10 gave the same leads on the dev sets.
-CONFIDENT_DISTANCE = 5
-#: A sentence this short (in words) is its own fragment; a longer one is cut to FRAGMENT_WORDS
-#: around the best candidate. Measured on squad2-dev and the news dev sets: 22/15 kept the most
-#: answers in the lead at a median lead of 15 words (see the notes for the table).
-SHORT_SENTENCE_WORDS = 22
-FRAGMENT_WORDS = 15
-#: Supporting sentences: the best one, plus others within this score of it (not redundant).
-MAX_SUPPORT = 3  # besides the sentence right after the best one, when it goes on about the question
+#: Quotes besides the one holding the answer: the sentence after it when it goes on about the
+#: question, and at most this many other sentences within RELATIVE_CUTOFF of the best one's score.
+MORE_SUPPORT = 1
 RELATIVE_CUTOFF = 0.3
-#: A list question gathers at most this many items, from sentences within LIST_CUTOFF of the best
-#: (wider than for one answer: the items of a list stand in sentences that rank lower).
+#: A list question gathers at most this many items, read from this many evidence sentences.
 MAX_LIST_ITEMS = 5
-LIST_CUTOFF = 0.5
-#: ... and from sentences that cover the question about as well as the best one (this share of its
-#: coverage): "Which countries have signed…" is answered by each article's "X signed…", not by a
-#: sentence that merely names a country. A first item that is itself a list ("China and Russia") is
-#: the whole answer.
-LIST_COVERAGE_SHARE = 0.5
+LIST_SENTENCES = 8
 #: "summarise the article…" quotes this many sentences of the article's start.
 SUMMARY_SENTENCES = 3
-
-#: The English words a cut fragment does not end (or start) on: the stopwords, except those whose
-#: dropping would change what it says ("not", "many").
-_EDGE_FUNCTION_WORDS = STOPWORDS - frozenset({"no", "not", "nor", "never", "many", "few", "all", "none"})
+#: Kinds whose answer is a sentence, not a span: the reader is not asked.
+SENTENCE_KINDS = frozenset({"yesno", "compare", "summary"})
 
 _PRONOUN_START = re.compile(r"^(he|she|they|it|this|these|those|that|his|her|their|its)\b", re.I)
-_REASON = re.compile(r"\b(because|since|due to|as a result of|owing to|in order to|so that|after|following)\b", re.I)
 
 LeadOf = Callable[[str], Sequence[Hit]]  # doc_id -> its first chunks (for summaries)
 
 
 @dataclass
 class _Part:
-    """One cited piece of the answer text."""
+    """One cited piece of the answer text; `span` marks the answer inside its sentence (chunk offsets)."""
 
     text: str
     sentence: SentenceEvidence
+    span: tuple[int, int] | None = None
 
 
 class ExtractiveAnswerer:
@@ -74,8 +54,9 @@ class ExtractiveAnswerer:
 
     name = "extractive"
 
-    def __init__(self, embedder: Embedder) -> None:
+    def __init__(self, embedder: Embedder, reader: SpanReader | None = None) -> None:
         self.sentences = SentenceEmbeddingCache(embedder)
+        self.reader = EvidenceReader(reader or SpanReader())
 
     def evidence(
         self,
@@ -90,6 +71,15 @@ class ExtractiveAnswerer:
         """The ranked evidence sentences and how well they cover the question (see evidence.py)."""
         return gather(analyse(question), hits, keyword_index, question_vector, self.sentences, shown, query)
 
+    def read(self, question: str, ev: Evidence, shown: Sequence[str] = ()) -> Reading:
+        """What the span reader finds in the best evidence sentences (nothing for sentence-kind questions);
+        `shown`: sentences this conversation has quoted already, not read again."""
+        if ev.question.kind in SENTENCE_KINDS or ev.question.kind == "byline":
+            return Reading()
+        if ev.question.kind == "list":  # the items stand in several articles: read the best two of each
+            return self.reader.read(question, ev, LIST_SENTENCES, per_article=2, skip=shown)
+        return self.reader.read(question, ev, READ_SENTENCES, skip=shown)
+
     def answer(
         self,
         question: str,
@@ -98,11 +88,12 @@ class ExtractiveAnswerer:
         question_vector: Sequence[float],
         *,
         evidence: Evidence | None = None,
+        reading: Reading | None = None,
         shown: Sequence[str] = (),
         lead_of: LeadOf | None = None,
         side_evidence: Sequence[Evidence] = (),
     ) -> Answer:
-        """The answer from `evidence` (computed here when not given).
+        """The answer from `evidence` and what the reader found in it (both computed here when not given).
 
         `lead_of(doc_id)` returns an article's first chunks, for summaries; `side_evidence` holds
         the evidence gathered for each side of a comparison.
@@ -110,17 +101,18 @@ class ExtractiveAnswerer:
         ev = evidence or self.evidence(question, hits, keyword_index, question_vector, shown=shown)
         if ev.best is None:
             return Answer(question, "", refused=True, backend=self.name, evidence=0.0)
+        found = reading if reading is not None else self.read(question, ev)
         q = ev.question
         if q.kind == "summary" and lead_of is not None:
             parts, support = self._summary(ev, lead_of), []
         elif q.kind == "compare" and side_evidence:
             parts, support = self._comparison(side_evidence), []
         elif q.kind == "list":
-            parts, support = self._list(ev)
+            parts, support = self._list(ev, found)
         elif q.kind == "byline":
-            parts, support = self._byline(ev, lead_of)
+            parts, support = self._byline(ev, found, lead_of)
         else:
-            parts, support = self._single(ev)
+            parts, support = self._single(ev, found)
         return self._compose(question, parts, support, ev.score)
 
     def best_quote(self, question_vector: Sequence[float], question: str, hit: Hit, keyword_index: KeywordIndex) -> str:
@@ -129,41 +121,39 @@ class ExtractiveAnswerer:
         return ev.best.text if ev.best is not None else ""
 
     # -- the kinds of answer ----------------------------------------------------------------------
-    def _single(self, ev: Evidence) -> tuple[list[_Part], list[SentenceEvidence]]:
+    def _single(self, ev: Evidence, reading: Reading) -> tuple[list[_Part], list[_Part]]:
+        """The reader's span, cited, then its sentence with the span in bold; else the best sentence whole."""
         best = ev.best
         assert best is not None
-        lead = _lead(ev.question, best)
-        support = [best] + _next_sentence(ev, best) + _more_support(ev)
-        return [_Part(lead, best)], support
+        confident = reading.confident
+        if ev.question.kind in SENTENCE_KINDS or not confident:
+            return [_Part(best.text, best)], [_Part(s.text, s) for s in _next_sentence(ev, best) + _more_support(ev, best)]
+        top = confident[0]
+        held = top.sentence
+        support = [_Part(held.text, held, (top.start, top.end))]
+        support += [_Part(s.text, s) for s in _next_sentence(ev, held) + _more_support(ev, held)]
+        return [_Part(top.text, held)], support
 
-    def _list(self, ev: Evidence) -> tuple[list[_Part], list[SentenceEvidence]]:
-        """The items of the asked kind, gathered from the sentences (of any article) that rank near the best."""
-        items: list[_Part] = []
-        seen: set[str] = set()
-        best = ev.best
-        assert best is not None
-        floor = LIST_COVERAGE_SHARE * coverage(ev.question, best)
-        for s in ev.sentences:
-            if s.score < best.score - LIST_CUTOFF or len(items) >= MAX_LIST_ITEMS:
-                break
-            if items and (_coordination(items[0].text) or coverage(ev.question, s) < floor):
-                break
-            typed = [sp for sp in s.typed_spans if sp.score >= 0]
-            if not typed:
+    def _list(self, ev: Evidence, reading: Reading) -> tuple[list[_Part], list[_Part]]:
+        """The spans the reader found across the best sentences (of any article), each once."""
+        items: list[Found] = []
+        seen: list[set[str]] = []
+        for f in reading.confident:
+            key = set(terms(f.text))
+            # "Poland" and "US-Poland" name one item: a span whose words hold another's (or are held by it) is not new
+            if not key or any(key <= k or k <= key for k in seen) or any(f.sentence is i.sentence for i in items):
                 continue
-            span = _widest_typed(typed)
-            key = " ".join(terms(span.text))
-            if key in seen:
-                continue
-            seen.add(key)
-            items.append(_Part(span.text, s))
+            seen.append(key)
+            items.append(f)
+            if len(items) >= MAX_LIST_ITEMS:
+                break
         if not items:
-            return self._single(ev)
-        support = [p.sentence for p in items]
-        more = _next_sentence(ev, best) + _more_support(ev)
-        return items, support + [s for s in more if all(s is not x for x in support)]
+            return self._single(ev, reading)
+        items.sort(key=lambda f: f.rank)  # in evidence order: the best-supported item first
+        return ([_Part(f.text, f.sentence) for f in items],
+                [_Part(f.sentence.text, f.sentence, (f.start, f.end)) for f in items])
 
-    def _byline(self, ev: Evidence, lead_of: LeadOf | None) -> tuple[list[_Part], list[SentenceEvidence]]:
+    def _byline(self, ev: Evidence, reading: Reading, lead_of: LeadOf | None) -> tuple[list[_Part], list[_Part]]:
         """The author of the article the question is about, quoted where the article names them.
 
         The name comes from the article's metadata (its byline, rag/clean.py) but is cited where it
@@ -173,15 +163,22 @@ class ExtractiveAnswerer:
         best = ev.best
         assert best is not None
         author = str(best.hit.metadata.get("author", "")).strip()
-        if not author:
-            return self._single(ev)
         pool = [s for s in ev.sentences if s.doc_id == best.doc_id]
         if lead_of is not None:
             pool += sentences_of(lead_of(best.doc_id))
+        if not author:
+            return self._single(ev, reading)
+        # the byline's full name, else an author block that starts with the first name ("Chris joined…")
+        first = author.split()[0]
         named = next((s for s in pool if author in s.text), None)
+        said = author
         if named is None:
-            return self._single(ev)
-        return [_Part(author, named)], [best] if best.text != named.text else []
+            named = next((s for s in pool if s.text.split()[:1] == [first]), None)
+            said = first
+        if named is None:
+            return self._single(ev, reading)
+        at = named.start + named.text.index(said)
+        return [_Part(author, named)], [_Part(named.text, named, (at, at + len(said)))]
 
     def _comparison(self, sides: Sequence[Evidence]) -> list[_Part]:
         """One sentence per side, each cited: the reader compares what the articles say."""
@@ -205,7 +202,12 @@ class ExtractiveAnswerer:
         return [_Part(s.text, s) for s in body] or [_Part(best.text, best)]
 
     # -- composing ----------------------------------------------------------------------------------
-    def _compose(self, question: str, parts: list[_Part], support: list[SentenceEvidence], score: float) -> Answer:
+    def _compose(self, question: str, parts: list[_Part], support: list[_Part], score: float) -> Answer:
+        """The lead (its parts, cited), then each supporting quote once, the answer span in bold.
+
+        A quote that an earlier one already holds (the same sentence, or a sentence quoted with the one
+        before it) is not shown again, and each source lists its quotes once, in article order.
+        """
         numbers: dict[str, int] = {}
         quotes: dict[str, list[tuple[int, int, str]]] = {}  # per article: (start, end, text), in order
         by_doc: dict[str, SentenceEvidence] = {}
@@ -230,13 +232,23 @@ class ExtractiveAnswerer:
             lead_texts.append(f"{part.text} [{n}]")
         lines = ["; ".join(lead_texts) if len(parts) > 1 and all(len(p.text.split()) <= 6 for p in parts)
                  else " ".join(lead_texts)]
-        led = {id(p.sentence) for p in parts if p.text == p.sentence.text}
-        for s in support:
-            if id(s) in led:
-                continue
-            quote = _with_context(s)
-            n = cite(s, quote)
-            lines.append(f"“{quote[1]}” [{n}]")
+        whole = {(p.sentence.doc_id, p.sentence.offset) for p in parts if p.text == p.sentence.text}
+        shown: list[tuple[_Part, int, int, str]] = []  # (part, start, end, quote) in the order shown
+        for part in support:
+            s = part.sentence
+            if (s.doc_id, s.offset) in whole:
+                continue  # the lead is this sentence already
+            start, text = _with_context(s)
+            end = s.offset + len(s.text)
+            if any(p.sentence.doc_id == s.doc_id and a <= start and end <= b for p, a, b, _ in shown):
+                continue  # shown already, maybe with the sentence before it
+            inside = [x for x in shown if x[0].sentence.doc_id == s.doc_id and start <= x[1] and x[2] <= end]
+            span = part.span or next((x[0].span for x in inside if x[0].span), None)
+            shown = [x for x in shown if x not in inside]
+            cite(s, (start, text))
+            shown.append((_Part(part.text, s, span), start, end, text))
+        for part, _, _, text in shown:
+            lines.append(f"“{_bold(text, part.sentence, part.span)}” [{numbers[part.sentence.doc_id]}]")
         sources = tuple(
             Source(
                 n=n,
@@ -253,116 +265,25 @@ class ExtractiveAnswerer:
         return Answer(question, "\n\n".join(lines), sources, backend=self.name, evidence=score)
 
 
-def _lead(q: Question, s: SentenceEvidence) -> str:
-    """The shortest verbatim fragment of `s` that answers the question, or the sentence itself."""
-    if q.kind == "define":
-        found = _description(q.target, s)
-        if found:
-            return found
-    if q.kind == "why":
-        return _reason(s) or s.text
-    if q.kind in ("how", "yesno", "other", "compare", "summary"):
-        return s.text
-    spans = s.spans
-    if not spans:
-        return s.text
-    top = spans[0]
-    rivals = [sp for sp in spans[1:] if sp.end <= top.start or sp.start >= top.end]  # not nested in it
-    margin = top.score - (rivals[0].score if rivals else 0.0)
-    if q.labels and top.typed and margin >= CONFIDENT_MARGIN and top.distance <= CONFIDENT_DISTANCE:
-        return _full_name(top, s)
-    if len(s.text.split()) <= SHORT_SENTENCE_WORDS:
-        return s.text
-    return _fragment(s, top, FRAGMENT_WORDS)
+def _bold(quote: str, s: SentenceEvidence, span: tuple[int, int] | None) -> str:
+    """The quote with the answer span (offsets in `s`'s chunk) in Markdown bold.
 
-
-def _full_name(span: Span, s: SentenceEvidence) -> str:
-    """A first name alone ("Dan is now editor…") read as the full name the chunk gave before it."""
-    if span.label != "PERSON" or " " in span.text:
-        return span.text
-    text = s.hit.text
-    for c in annotation_of(text, s.hit.metadata).candidates:
-        name = text[c.start : c.end]
-        if c.label == "PERSON" and c.start < span.start and name.startswith(span.text + " "):
-            return name
-    author = str(s.hit.metadata.get("author", ""))
-    return author if author.startswith(span.text + " ") else span.text
-
-
-def _fragment(s: SentenceEvidence, span: Span, words: int) -> str:
-    """About `words` words of the sentence around `span`, cut at word boundaries.
-
-    A cut never ends on a function word ("…is centered on the"), nor starts on one inside the
-    sentence ("of the Yuan…"): those edge words are dropped rather than the fragment grown, so
-    it stays within `words`. Measured on squad2-dev, the news dev sets and the blind set (229
-    answerable questions, 2026-12-02): every lead kept the answer it held, and 33 leads that
-    ended on "the", "of", "and"... end on a word.
+    Every quote ends where its sentence ends (`_with_context` only puts text before it), so the
+    span's place in the quote is counted from there; a span that is not where it should be (another
+    chunk's offsets) is left plain rather than bolding the wrong words.
     """
-    text = s.hit.text
-    tokens = [(m.start() + s.start, m.end() + s.start) for m in re.finditer(r"\S+", s.text)]
-    inside = [i for i, (a, b) in enumerate(tokens) if b > span.start and a < span.end]
-    if not inside:
-        return s.text
-    lo, hi = inside[0], inside[-1]
-    turn = 0
-    while hi - lo + 1 < words and (lo > 0 or hi < len(tokens) - 1):
-        if (turn % 2 == 0 and hi < len(tokens) - 1) or lo == 0:
-            hi += 1
-        else:
-            lo -= 1
-        turn += 1
-    # English only: other languages' stopword lists (stopwords-iso) hold content words too
-    english = str(s.hit.metadata.get("lang", "en") or "en") == "en"
-    function_words = _EDGE_FUNCTION_WORDS if english else frozenset()
-
-    def bare(i: int) -> str:
-        return re.sub(r"\W", "", text[tokens[i][0] : tokens[i][1]].lower())
-
-    while hi > inside[-1] and bare(hi) in function_words:
-        hi -= 1
-    while 0 < lo < inside[0] and bare(lo) in function_words:  # "The…" may start a sentence
-        lo += 1
-    fragment = text[tokens[lo][0] : tokens[hi][1]]
-    return fragment.strip(" ,;:—–-(")
-
-
-def _description(target: str, s: SentenceEvidence) -> str:
-    """For "who is X?": the appositive after X ("X, chief of …,"), or the title before X."""
-    text = s.hit.text
-    where = text.find(target, s.start, s.end)
-    if where < 0:
-        last = target.split()[-1]
-        where = text.find(last, s.start, s.end)
-        if where < 0:
-            return ""
-        target = last
-    after = where + len(target)
-    for c in sorted(s.candidates, key=lambda c: (c.start, -(c.end - c.start))):
-        # "The regional governor, Tomas Ibarra, said…": the description stands before the name
-        if c.end <= where and text[c.end : where].strip() in (",", "(") and c.start >= s.start:
-            before = text[c.start : c.end]
-            if not any(x.start < c.start and x.end == c.end for x in s.candidates) and len(before.split()) <= 12:
-                return before
-        gap = text[after : c.start]
-        if c.start >= after and gap.strip() in (",", "(", "—", "–", "-", ", the", ", a") and c.end > c.start:
-            return text[c.start : c.end]
-        if gap.strip() in ("is", "was", "is a", "was a", "is the", "was the") and c.start > after:
-            return text[c.start : c.end]
-    # a title in front of the name: "U.S. Vice President Mike Pence", "Czech cybersecurity agency NUKIB"
-    titled = [c for c in s.candidates if c.start < where and c.end == after and "," not in text[c.start : c.end]]
-    if titled:
-        widest = max(titled, key=lambda c: c.end - c.start)
-        if len(text[widest.start : widest.end].split()) <= 12:
-            return text[widest.start : widest.end]
-    return ""
-
-
-def _reason(s: SentenceEvidence) -> str:
-    """The clause that gives the reason: from "because", "due to"… to the end of the sentence."""
-    m = _REASON.search(s.text)
-    if not m or len(s.text[m.start() :].split()) < 3:
-        return ""
-    return s.text[m.start() :].rstrip()
+    if span is None:
+        return quote
+    a = len(quote) - (s.end - span[0])
+    b = len(quote) - (s.end - span[1])
+    if a < 0 or b > len(quote) or quote[a:b] != s.hit.text[span[0]:span[1]]:
+        return quote
+    inner = quote[a:b]
+    if not inner.strip() or "*" in inner:
+        return quote
+    a += len(inner) - len(inner.lstrip())
+    b -= len(inner) - len(inner.rstrip())
+    return f"{quote[:a]}**{quote[a:b]}**{quote[b:]}"
 
 
 def _next_sentence(ev: Evidence, best: SentenceEvidence) -> list[SentenceEvidence]:
@@ -375,31 +296,18 @@ def _next_sentence(ev: Evidence, best: SentenceEvidence) -> list[SentenceEvidenc
     return [s] if goes_on else []
 
 
-def _more_support(ev: Evidence) -> list[SentenceEvidence]:
+def _more_support(ev: Evidence, held: SentenceEvidence) -> list[SentenceEvidence]:
+    """Up to MORE_SUPPORT other sentences that rank near the best and say something new."""
     best = ev.best
     assert best is not None
-    chosen = [best]
-    for s in ev.sentences[1:]:
-        if len(chosen) >= MAX_SUPPORT or s.score < best.score - RELATIVE_CUTOFF:
+    chosen = [held]
+    for s in ev.sentences:
+        if len(chosen) > MORE_SUPPORT or s.score < best.score - RELATIVE_CUTOFF:
             break
-        if any(_redundant(s, other) for other in chosen):
+        if s is held or any(_redundant(s, other) for other in chosen):
             continue
         chosen.append(s)
     return chosen[1:]
-
-
-def _coordination(text: str) -> bool:
-    """"China and Russia", "Microsoft, Dell and AT&T": a phrase that is itself a list."""
-    return bool(re.search(r",\s|\s(?:and|or)\s", text))
-
-
-def _widest_typed(spans: list[Span]) -> Span:
-    """Among the best-scored typed spans, prefer the one covering its conjuncts ("A and B")."""
-    top = spans[0]
-    for sp in spans[1:]:
-        if sp.start <= top.start and sp.end >= top.end and sp.score >= top.score - 0.1:
-            top = sp
-    return top
 
 
 def _redundant(a: SentenceEvidence, b: SentenceEvidence) -> bool:

@@ -192,14 +192,14 @@ class SpanReader:
             return self._loaded
 
     def _open(self) -> tuple[Any, Any, ReaderConfig]:
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
-
         model = self.folder / "model.onnx"
         for needed in (model, self.folder / "tokenizer.json", self.folder / "reader.json"):
             if not needed.is_file():
-                raise ReaderUnavailable(f"the reader model is missing ({needed}); reinstall qabot")
+                raise ReaderUnavailable(f"the reader model is missing ({needed}); {self._remedy()}")
         try:
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+
             config = ReaderConfig.read(self.folder)
             tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
             tokenizer.no_padding()
@@ -211,8 +211,13 @@ class SpanReader:
             session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # a truncated ONNX file, bad JSON: any of them means the same to a user
             raise ReaderUnavailable(f"the reader model in {self.folder} is damaged ({type(exc).__name__}); "
-                                    "reinstall qabot") from exc
+                                    f"{self._remedy()}") from exc
         return session, tokenizer, config
+
+    def _remedy(self) -> str:
+        if self.folder == PACKAGED_READER:
+            return "reinstall qabot"
+        return "fix QABOT_READER_DIR, or unset it to use the reader qabot ships"
 
     def read(self, question: str, passages: Sequence[str]) -> list[Span | None]:
         """The best span of each passage (None where a passage has nothing to read)."""

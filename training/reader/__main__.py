@@ -28,7 +28,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="squad2-dev folder (questions.jsonl + corpus/): scored with the gold paragraph, never trained on")
     p.add_argument("--work", type=Path, default=ROOT / "build" / "reader", help="checkpoints and intermediate files")
     p.add_argument("--ship", type=Path, default=ROOT / "rag" / "models" / "reader", help="where the shipped model goes")
-    p.add_argument("--examples", type=int, default=40000, help="training examples drawn (seeded) from the training articles")
+    p.add_argument("--examples", type=int, default=50000, help="training examples drawn (seeded) from the training articles")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--max-len", type=int, default=256, help="tokens a window holds (question + passage)")
     p.add_argument("--stride", type=int, default=96, help="tokens shared by consecutive windows of a long passage")
