@@ -3,6 +3,8 @@ in the metadata (not quoted back as a sentence), and offsets exact against what 
 
 from __future__ import annotations
 
+import re
+
 import json
 from pathlib import Path
 
@@ -70,10 +72,12 @@ def test_markdown_answers_and_quotes_carry_no_marks_and_no_title_sentence(md_env
         result = run_qabot("ask", "--json", question, env=env)
         assert result.returncode == 0, result.stderr
         answer = json.loads(result.stdout)
-        assert not answer["refused"] and needle in answer["answer"], answer
+        assert not answer["refused"] and needle in answer["answer"].replace("**", ""), answer
         source = answer["sources"][0]
         assert source["title"] == TITLE and source["date"] == "2024-03-05"
-        for text in (answer["answer"], source["quote"], source["title"]):
+        # the answer's own Markdown is the bold answer span inside its quote, once; none comes from the article
+        shown = re.sub(r"\*\*([^*]+)\*\*", r"\1", answer["answer"], count=1)
+        for text in (shown, source["quote"], source["title"]):
             assert not any(mark in text for mark in MARKS), text
         assert TITLE not in answer["answer"]  # the heading is the title, not a sentence to quote
 

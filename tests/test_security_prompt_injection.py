@@ -131,7 +131,7 @@ def test_indirect_injection_never_reaches_an_answer_unquoted(openai_server: Fake
     # the obedient reply is discarded for the offline answer, which only quotes the articles
     assert answer.backend.startswith("extractive (fallback") and "instructions hidden in an article" in answer.notice
     articles = " ".join(c.text for d in {s.doc_id for s in answer.sources} for c in pipeline.index.store.get_document(d))
-    for sentence in re.split(r"\s*\[\d+\]\s*", answer.text):
+    for sentence in re.split(r"\s*\[\d+\]\s*", answer.text.replace("**", "")):  # ** marks the answer span
         assert not sentence or verify_quote(sentence, articles), sentence
     assert answer.sources and "Vilnius" in answer.text
 
