@@ -71,9 +71,11 @@ def main(argv: list[str] | None = None) -> None:
                                             negative_share=args.negative_share)
     rng = random.Random(args.seed)
     rng.shuffle(train_examples)
-    # SQuAD 2.0's real unanswerable questions are few (348) and the best teachers of "no answer": all kept.
-    impossible = [e for e in train_examples if e.kind == "impossible"]
-    train_examples = impossible + [e for e in train_examples if e.kind != "impossible"][:args.examples - len(impossible)]
+    # SQuAD 2.0's real unanswerable questions are few (348) and the best teachers of "no answer": all kept
+    # (up to a tenth of a small run's examples).
+    impossible = [e for e in train_examples if e.kind == "impossible"][:args.examples // 10]
+    rest = [e for e in train_examples if e.kind != "impossible"][:max(0, args.examples - len(impossible))]
+    train_examples = impossible + rest
     rng.shuffle(train_examples)
     rng.shuffle(held)
     held = held[:args.held_out]

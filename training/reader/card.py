@@ -61,8 +61,11 @@ Learning curve (float32, during training):
 all, on 2 CPU cores (torch 2.13.0, CPU). See `training/reader/README.md`.
 
 ## Limits
-English only. Trained on Wikipedia paragraphs; news text is read well when the answer is stated in one
-sentence, less well when it has to be pieced together. A span is never more than 30 wordpieces.
+- English only. Trained on Wikipedia paragraphs; news text is read well when the answer is stated in one
+  sentence, less well when it has to be pieced together. A span is never more than 30 wordpieces.
+- "Who is X?" is often answered with another name in X's sentence: SQuAD asks few such questions.
+- A look-alike question is answered when the passage holds a span of the asked type ("How many visitors…?"
+  read against a sentence with "six years"): the no-answer score catches clear cases, not these.
 """
     out = ship / "MODEL_CARD.md"
     out.write_text(text)
