@@ -128,6 +128,26 @@ def best_span(start_logits: np.ndarray, end_logits: np.ndarray, is_context: Sequ
     return best[0], best[1], best[2], null
 
 
+def spans_of(windows: Sequence[Window], logits: Sequence[tuple[np.ndarray, np.ndarray]], passages: Sequence[str]
+             ) -> list[Span | None]:
+    """Each passage's best span over its windows; its "no answer" score is its most confident window's."""
+    best: list[Span | None] = [None] * len(passages)
+    for w, (start_logits, end_logits) in zip(windows, logits, strict=True):
+        found = best_span(start_logits, end_logits, w.is_context)
+        if found is None:
+            continue
+        i, j, score, null = found
+        old = best[w.pair]
+        if old is not None:
+            null = min(null, old.null_score)
+            if old.score >= score:
+                best[w.pair] = Span(old.passage, old.start, old.end, old.text, old.score, null)
+                continue
+        start, end = w.offsets[i][0], w.offsets[j][1]
+        best[w.pair] = Span(w.pair, start, end, passages[w.pair][start:end], score, null)
+    return best
+
+
 @dataclass(frozen=True)
 class ReaderConfig:
     """What `reader.json` says about the shipped model: how it reads and when it answers."""
@@ -226,7 +246,7 @@ class SpanReader:
             return []
         windows = encode_pairs(tokenizer, [question] * len(passages), list(passages), max_len=config.max_len,
                                stride=config.stride, max_question=config.max_question)
-        best: list[Span | None] = [None] * len(passages)
+        logits = []
         for w in windows:
             # One window per call: int8 activations are scaled per call, so a window's scores must not
             # depend on what else was in its batch (the same passage gives the same answer every time).
@@ -234,16 +254,5 @@ class SpanReader:
             feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids),
                      "token_type_ids": np.asarray([w.token_type_ids], dtype=np.int64)}
             start_logits, end_logits = session.run(["start_logits", "end_logits"], feeds)
-            found = best_span(start_logits[0], end_logits[0], w.is_context)
-            if found is None:
-                continue
-            i, j, score, null = found
-            old = best[w.pair]
-            if old is not None:
-                null = min(null, old.null_score)  # a passage's "no answer" is its most confident window's
-                if old.score >= score:
-                    best[w.pair] = Span(old.passage, old.start, old.end, old.text, old.score, null)
-                    continue
-            start, end = w.offsets[i][0], w.offsets[j][1]
-            best[w.pair] = Span(w.pair, start, end, passages[w.pair][start:end], score, null)
-        return best
+            logits.append((start_logits[0], end_logits[0]))
+        return spans_of(windows, logits, passages)

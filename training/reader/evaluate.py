@@ -5,16 +5,16 @@ The same decoding as at answer time (`rag.answer.reader`): a checkpoint is score
 
 from __future__ import annotations
 
-import collections
 import json
 import re
-import string
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from rag.answer.reader import Span, Window, best_span, encode_pairs
+from rag.answer.reader import Span, Window, encode_pairs, spans_of
+from rag.evaluate import token_f1 as f1
+from rag.evaluate import normalize_answer
 
 from .data import Example
 
@@ -24,48 +24,15 @@ MAX_FALSE_REFUSALS = 0.03
 Logits = Callable[[list[Window]], list[tuple[np.ndarray, np.ndarray]]]
 
 
-def normalize(text: str) -> str:
-    """SQuAD's official answer normalization: lower case, no punctuation, articles or extra spaces."""
-    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def f1(prediction: str, gold: str) -> float:
-    pred, ref = normalize(prediction).split(), normalize(gold).split()
-    common = collections.Counter(pred) & collections.Counter(ref)
-    same = sum(common.values())
-    if not pred or not ref:
-        return float(pred == ref)
-    if same == 0:
-        return 0.0
-    p, r = same / len(pred), same / len(ref)
-    return 2 * p * r / (p + r)
-
-
 def exact(prediction: str, gold: str) -> float:
-    return float(normalize(prediction) == normalize(gold))
+    return float(normalize_answer(prediction) == normalize_answer(gold))
 
 
 def predict(logits: Logits, tokenizer: object, questions: Sequence[str], passages: Sequence[str], *,
             max_len: int, stride: int, max_question: int) -> list[Span | None]:
     """Each pair's best span, decoded exactly as `SpanReader.read` does."""
     windows = encode_pairs(tokenizer, questions, passages, max_len=max_len, stride=stride, max_question=max_question)
-    best: list[Span | None] = [None] * len(questions)
-    for w, (s, e) in zip(windows, logits(windows), strict=True):
-        found = best_span(s, e, w.is_context)
-        if found is None:
-            continue
-        i, j, score, null = found
-        old = best[w.pair]
-        if old is not None:
-            null = min(null, old.null_score)
-            if old.score >= score:
-                best[w.pair] = Span(old.passage, old.start, old.end, old.text, old.score, null)
-                continue
-        a, b = w.offsets[i][0], w.offsets[j][1]
-        best[w.pair] = Span(w.pair, a, b, passages[w.pair][a:b], score, null)
-    return best
+    return spans_of(windows, logits(windows), passages)
 
 
 def score_examples(spans: Sequence[Span | None], examples: Sequence[Example]) -> dict[str, float]:
