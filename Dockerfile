@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # qabot in a container: the Discord bot by default, or any qabot command, offline at run time.
 #   docker build -t qabot .
 #   docker run --rm --env-file .env -v qabot-data:/data qabot                # the bot
