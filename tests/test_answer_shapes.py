@@ -149,8 +149,6 @@ def test_a_list_question_gathers_across_articles(shapes) -> None:  # noqa: ANN00
     assert {s.doc_id for s in answer.sources} == {"treaty_finland.txt", "treaty_estonia.txt"}
 
 
-@pytest.mark.xfail(strict=True, reason="list items are read from each article's best sentences without checking "
-                                      "that they answer the question: 'Poland', 'European states' are added")
 def test_a_list_in_one_phrase_is_the_whole_answer(pipeline) -> None:  # noqa: ANN001
     """"China and Russia" answers "which countries…"; other countries named nearby are not added to it."""
     first = pipeline.ask("Which countries were not invited to the Prague meeting?").text.split("\n")[0]

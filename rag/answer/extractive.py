@@ -18,7 +18,7 @@ from ..embed import Embedder
 from ..retrieve import Hit, KeywordIndex
 from ..text import TERMINAL, terms
 from ..types import Answer, Source
-from .evidence import Evidence, SentenceEmbeddingCache, SentenceEvidence, gather, neighbour, sentences_of
+from .evidence import Evidence, SentenceEmbeddingCache, SentenceEvidence, coverage, gather, neighbour, sentences_of
 from .question import analyse
 from .reader import SpanReader
 from .reading import READ_SENTENCES, EvidenceReader, Found, Reading
@@ -27,9 +27,13 @@ from .reading import READ_SENTENCES, EvidenceReader, Found, Reading
 #: question, and at most this many other sentences within RELATIVE_CUTOFF of the best one's score.
 MORE_SUPPORT = 1
 RELATIVE_CUTOFF = 0.3
-#: A list question gathers at most this many items, read from this many evidence sentences.
+#: A list question gathers at most this many items, read from this many evidence sentences, and only from
+#: sentences that cover the question at least this share as well as the best one does ("Which countries
+#: have signed…" is answered by each article's "X signed…", not by a sentence that merely names a country;
+#: kept from the rule-based answerer, where it was measured on the news dev sets).
 MAX_LIST_ITEMS = 5
 LIST_SENTENCES = 8
+LIST_COVERAGE_SHARE = 0.5
 #: "summarise the article…" quotes this many sentences of the article's start.
 SUMMARY_SENTENCES = 3
 #: Kinds whose answer is a sentence, not a span: the reader is not asked.
@@ -138,7 +142,12 @@ class ExtractiveAnswerer:
         """The spans the reader found across the best sentences (of any article), each once."""
         items: list[Found] = []
         seen: list[set[str]] = []
+        best = ev.best
+        assert best is not None
+        floor = LIST_COVERAGE_SHARE * coverage(ev.question, best)
         for f in reading.confident:
+            if coverage(ev.question, f.sentence) < floor:
+                continue  # a sentence that merely names a country does not say it signed
             key = set(terms(f.text))
             # "Poland" and "US-Poland" name one item: a span whose words hold another's (or are held by it) is not new
             if not key or any(key <= k or k <= key for k in seen) or any(f.sentence is i.sentence for i in items):
