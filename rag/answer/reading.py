@@ -1,9 +1,10 @@
 """The reader reads the best evidence: which words of which sentence answer, and whether any do.
 
 The evidence ranking (evidence.py) picks the sentences an answer would quote; the span reader
-(reader.py) then reads the question against each of the best few, with the sentence before and after
-it (a pronoun's antecedent, the date in the next sentence), and says where the answer is and how sure
-it is. What the reader finds is what the answer leads with; that it finds nothing is a reason to refuse.
+(reader.py) then reads the question against the best few of them, joined in rank order into one
+passage (for a list question: each with the sentence before and after it, a few per article), and
+says where the answer is and how sure it is. What the reader finds is what the answer leads with;
+that it finds nothing is a reason to refuse (answerability.py).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from .reader import ReaderUnavailable, SpanReader
 
 log = logging.getLogger(__name__)
 
-#: Evidence sentences read per question (each with its neighbours). The answer sentence ranks in the
-#: top 3 for ~85% of squad2-dev's and the news sets' answerable questions; each one more costs ~5 ms.
+#: Evidence statements read per question. An accepted answer stands in the best 4 (with their neighbours)
+#: for 97 of squad2-dev's 100 answerable questions, and in the best 8 for 98 (measured 2026-12-06); four
+#: statements fit one 256-token window.
 READ_SENTENCES = 4
 
 
