@@ -21,7 +21,7 @@ import re
 import statistics
 import string
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,14 +173,19 @@ def refusal_tradeoff(
     another reason than the threshold (refused although its evidence cleared `current`); no question is
     asked again. The row of the current threshold is marked, and added to the grid when it is not on it.
     """
-    grid = sorted(set(thresholds) | {round(current, 4)})
-    unanswerable = [o for o in outcomes if o.unanswerable]
-    answerable = [o for o in outcomes if not o.unanswerable]
-
     def refused_at(o: Outcome, t: float) -> bool:
         by_threshold = o.evidence < current
         return o.evidence < t or (o.refused and not by_threshold)
 
+    return _tradeoff_rows(outcomes, current, thresholds, refused_at)
+
+
+def _tradeoff_rows(outcomes: Sequence[Outcome], current: float, thresholds: Sequence[float],
+                   refused_at: Callable[[Outcome, float], bool]) -> list[dict[str, Any]]:
+    """One row per threshold (the current one added and marked): unanswerable refused, false refusals."""
+    grid = sorted(set(thresholds) | {round(current, 4)})
+    unanswerable = [o for o in outcomes if o.unanswerable]
+    answerable = [o for o in outcomes if not o.unanswerable]
     rows = []
     for t in grid:
         refused_ok = sum(refused_at(o, t) for o in unanswerable)
@@ -202,7 +207,6 @@ SPAN_THRESHOLDS = tuple(float(t) for t in range(-8, 9))
 def span_tradeoff(outcomes: Sequence[Outcome], current: float, min_evidence: float,
                   thresholds: Sequence[float] = SPAN_THRESHOLDS) -> list[dict[str, Any]]:
     """Like `refusal_tradeoff`, over the reader's margin (QABOT_MIN_SPAN_MARGIN) with the evidence threshold fixed."""
-    grid = sorted(set(thresholds) | {round(current, 4)})
 
     def gated(o: Outcome, t: float) -> bool:
         return o.evidence >= min_evidence and o.margin is not None and o.margin < t
@@ -210,20 +214,7 @@ def span_tradeoff(outcomes: Sequence[Outcome], current: float, min_evidence: flo
     def refused_at(o: Outcome, t: float) -> bool:
         return gated(o, t) or (o.refused and not gated(o, current))
 
-    unanswerable = [o for o in outcomes if o.unanswerable]
-    answerable = [o for o in outcomes if not o.unanswerable]
-    rows = []
-    for t in grid:
-        wrongly = sum(refused_at(o, t) for o in answerable)
-        rows.append({
-            "threshold": t,
-            "unanswerable_refused": round(sum(refused_at(o, t) for o in unanswerable) / len(unanswerable), 4)
-            if unanswerable else 1.0,
-            "false_refusals": wrongly,
-            "false_refusal_rate": round(wrongly / len(answerable), 4) if answerable else 0.0,
-            "current": t == round(current, 4),
-        })
-    return rows
+    return _tradeoff_rows(outcomes, current, thresholds, refused_at)
 
 
 def normalize_answer(text: str) -> str:

@@ -126,10 +126,6 @@ class SentenceEvidence:
         """Where the sentence starts in the article's cleaned text."""
         return int(self.hit.metadata.get("start", 0)) + self.start
 
-    @property
-    def typed_spans(self) -> list[Span]:
-        return [s for s in self.spans if s.typed]
-
 
 @dataclass
 class Evidence:

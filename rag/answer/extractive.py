@@ -129,8 +129,8 @@ class ExtractiveAnswerer:
         """The reader's span, cited, then its sentence with the span in bold; else the best sentence whole."""
         best = ev.best
         assert best is not None
-        confident = reading.confident
-        if ev.question.kind in SENTENCE_KINDS or not confident:
+        confident = reading.confident  # empty for sentence kinds: read() does not ask the reader
+        if not confident:
             return [_Part(best.text, best)], [_Part(s.text, s) for s in _next_sentence(ev, best) + _more_support(ev, best)]
         top = confident[0]
         held = top.sentence
@@ -172,11 +172,11 @@ class ExtractiveAnswerer:
         best = ev.best
         assert best is not None
         author = str(best.hit.metadata.get("author", "")).strip()
+        if not author:
+            return self._single(ev, reading)
         pool = [s for s in ev.sentences if s.doc_id == best.doc_id]
         if lead_of is not None:
             pool += sentences_of(lead_of(best.doc_id))
-        if not author:
-            return self._single(ev, reading)
         # the byline's full name, else an author block that starts with the first name ("Chris joined…")
         first = author.split()[0]
         named = next((s for s in pool if author in s.text), None)

@@ -128,6 +128,22 @@ def best_span(start_logits: np.ndarray, end_logits: np.ndarray, is_context: Sequ
     return best[0], best[1], best[2], null
 
 
+def session_logits(session: Any, windows: Sequence[Window]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(start, end) logits of each window from an onnxruntime session of the reader.
+
+    One window per call: int8 activations are scaled per call, so a window's scores must not depend on
+    what else was in its batch (the same passage gives the same answer every time).
+    """
+    out = []
+    for w in windows:
+        ids = np.asarray([w.input_ids], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids),
+                 "token_type_ids": np.asarray([w.token_type_ids], dtype=np.int64)}
+        start_logits, end_logits = session.run(["start_logits", "end_logits"], feeds)
+        out.append((start_logits[0], end_logits[0]))
+    return out
+
+
 def spans_of(windows: Sequence[Window], logits: Sequence[tuple[np.ndarray, np.ndarray]], passages: Sequence[str]
              ) -> list[Span | None]:
     """Each passage's best span over its windows; its "no answer" score is its most confident window's."""
@@ -246,13 +262,4 @@ class SpanReader:
             return []
         windows = encode_pairs(tokenizer, [question] * len(passages), list(passages), max_len=config.max_len,
                                stride=config.stride, max_question=config.max_question)
-        logits = []
-        for w in windows:
-            # One window per call: int8 activations are scaled per call, so a window's scores must not
-            # depend on what else was in its batch (the same passage gives the same answer every time).
-            ids = np.asarray([w.input_ids], dtype=np.int64)
-            feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids),
-                     "token_type_ids": np.asarray([w.token_type_ids], dtype=np.int64)}
-            start_logits, end_logits = session.run(["start_logits", "end_logits"], feeds)
-            logits.append((start_logits[0], end_logits[0]))
-        return spans_of(windows, logits, passages)
+        return spans_of(windows, session_logits(session, windows), passages)

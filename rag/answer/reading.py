@@ -137,7 +137,7 @@ def _passage(s: SentenceEvidence) -> tuple[str, int]:
     """The sentence with the statement before and the one after it in its chunk: (text, offset in the chunk)."""
     sentences = annotation_of(s.hit.text, s.hit.metadata).sentences
     start, end = s.start, s.end
-    if 0 < s.position < len(sentences) + 1 and s.position - 1 < len(sentences):
+    if 0 < s.position <= len(sentences):
         before = sentences[s.position - 1]
         if _statement(s.hit.text[before.start:before.end], s.hit):
             start = min(start, before.start)

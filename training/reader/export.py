@@ -8,7 +8,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -57,25 +56,16 @@ def quantize(source: Path, dest: Path) -> None:
 
 
 def onnx_logits(path: Path, threads: int = 2):  # noqa: ANN201
-    """A `Logits` function over an ONNX file, one window per call as the shipped reader runs it."""
+    """A `Logits` function over an ONNX file, run as the shipped reader runs it."""
     import onnxruntime as ort
+
+    from rag.answer.reader import session_logits
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def run(windows: list[Any]) -> list[tuple[np.ndarray, np.ndarray]]:
-        out = []
-        for w in windows:
-            ids = np.asarray([w.input_ids], dtype=np.int64)
-            s, e = session.run(["start_logits", "end_logits"], {
-                "input_ids": ids, "attention_mask": np.ones_like(ids),
-                "token_type_ids": np.asarray([w.token_type_ids], dtype=np.int64)})
-            out.append((s[0], e[0]))
-        return out
-
-    return run
+    return lambda windows: session_logits(session, windows)
 
 
 def copy_tokenizer(base: Path, dest: Path) -> None:
