@@ -86,8 +86,6 @@ def test_a_name_inside_another_word_is_not_a_mention(shapes) -> None:  # noqa: A
     assert not shapes.ask("What did the council say about the solar farm?").refused
 
 
-@pytest.mark.xfail(strict=True, reason="a list question: the reader's span in the sentence naming NATO is "
-                                      "'United States and Australia' (see the reader issue's notes)")
 def test_an_acronym_is_mentioned_by_its_spelled_out_name(pipeline) -> None:  # noqa: ANN001
     """The article says "the European Union", the question "EU"."""
     answer = pipeline.ask("Which organisations besides EU countries were expected at the Prague meeting?")

@@ -103,6 +103,27 @@ def test_a_window_reads_the_same_alone_or_beside_others() -> None:
     assert alone is not None and alone.text == "Ingrid Solberg"
 
 
+def test_a_span_widens_to_hold_the_readings_the_reader_hesitates_between(lighthouse, tmp_path: Path) -> None:  # noqa: ANN001
+    """The shipped `cover` (reader.json) widens a span to the overlapping ones the model finds nearly as
+    likely: "about 300", not a bare "300"; the widened span always holds the best one."""
+    narrow_dir = tmp_path / "narrow"
+    shutil.copytree(PACKAGED_READER, narrow_dir)
+    config = json.loads((narrow_dir / "reader.json").read_text())
+    assert 0 < config["cover"] < 1, config  # calibrated by training/reader on held-out articles
+    (narrow_dir / "reader.json").write_text(json.dumps({**config, "cover": 1.0}))
+    narrow, wide = SpanReader(narrow_dir), SpanReader()
+    passage = ('Mayor Erik Lund, who pressed the switch in front of about 300 residents, said the town had missed the '
+               'beam every night. "Fishermen told me they felt safer the moment they saw it," he said.')
+    assert narrow.read("How many residents watched?", [passage])[0].text == "300"
+    assert wide.read("How many residents watched?", [passage])[0].text == "about 300"
+    article = (READER_CORPUS / LIGHTHOUSE).read_text()
+    for question, _ in SPANS:
+        (a,), (b,) = narrow.read(question, [article]), wide.read(question, [article])
+        assert b.start <= a.start and a.end <= b.end and b.margin == a.margin, (question, a, b)
+    answer = lighthouse.ask("How many residents watched the mayor press the switch?")
+    assert lead(answer.text) == "about 300", answer.text
+
+
 def _missing_or_damaged(tmp_path: Path, how: str) -> Path:
     folder = tmp_path / f"reader-{how}"
     if how == "missing":
@@ -159,8 +180,13 @@ PROBES = [
     ("Who is Robert Kahofer?", ["NUKIB"]),
     ("When was the agreement signed?", ["Monday"]),
     pytest.param("Which countries have signed agreements with the US on 5G?", ["Poland", "Czech"], marks=pytest.mark.xfail(
-        strict=True, reason="the Czech article's sentence is not among the list's best sentences: 'Poland; Europe'")),
+        strict=True, reason="the Czech article's sentence is not among the list's best sentences: 'US and Poland; WARSAW – The United States and Poland; Europe'")),
     ("What is Huawei's annual revenue?", None),
+    # a list's items after the first must be likelier than "no answer" in their passage: the ministers, not
+    # the newspaper of the sentence before them
+    ("Which German ministers attended the secret cabinet session on Huawei?", ["foreign", "transport"]),
+    # an author block says "Dan is now editor-in-chief…" under the byline "Dan Oliver": the lead names him whole
+    ("Who is the editor-in-chief of 5Gradar?", ["Dan Oliver"]),
 ]
 
 
@@ -177,3 +203,4 @@ def test_the_issues_probes_are_answered_or_refused(pipeline, question: str, need
     first = re.sub(r"\s*\[\d+\]", "", answer.text.split("\n")[0])  # the lead line: a list's items are each cited
     assert all(n in first for n in needles), answer.text
     assert len(first.split()) <= 15, first
+    assert "Handelsblatt" not in first or "newspaper" in question, first

@@ -55,3 +55,14 @@ def test_training_runs_end_to_end_and_ships_a_reader_qabot_can_load(tmp_path: Pa
     resumed = _train(work, tmp_path / "ship3", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert re.search(r"resumed at step (\d+) of \1\b", resumed.stderr), resumed.stderr[-2000:]
+
+    # a change to the decoding is re-measured without training: the same model, its reader.json and card rewritten
+    model = (ship / "model.onnx").read_bytes()
+    (ship / "reader.json").write_text(json.dumps({**json.loads((ship / "reader.json").read_text()), "cover": 0.77}))
+    calibrated = _train(work, ship, "--calibrate-only")
+    assert calibrated.returncode == 0, calibrated.stderr[-2000:]
+    assert (ship / "model.onnx").read_bytes() == model
+    config = json.loads((ship / "reader.json").read_text())
+    table = json.loads((ship / "metrics.json").read_text())["cover_table"]
+    assert config["cover"] in {row["cover"] for row in table} and config["cover"] != 0.77
+    assert f"`cover` = {config['cover']}" in (ship / "MODEL_CARD.md").read_text()

@@ -34,6 +34,10 @@ RELATIVE_CUTOFF = 0.3
 MAX_LIST_ITEMS = 5
 LIST_SENTENCES = 8
 LIST_COVERAGE_SHARE = 0.5
+#: An item after the first must be one the reader finds likelier than "no answer" in its passage (margin
+#: above 0 logits), not merely above the calibrated threshold that keeps a single answer from a false
+#: refusal: a wrong extra item costs more than a missing one ("…the daily Handelsblatt" beside the ministers).
+LIST_MORE_MARGIN = 0.0
 #: "summarise the article…" quotes this many sentences of the article's start.
 SUMMARY_SENTENCES = 3
 #: Kinds whose answer is a sentence, not a span: the reader is not asked.
@@ -136,7 +140,7 @@ class ExtractiveAnswerer:
         held = top.sentence
         support = [_Part(held.text, held, (top.start, top.end))]
         support += [_Part(s.text, s) for s in _next_sentence(ev, held) + _more_support(ev, held)]
-        return [_Part(top.text, held)], support
+        return [_Part(_full_author(top.text, held), held)], support
 
     def _list(self, ev: Evidence, reading: Reading) -> tuple[list[_Part], list[_Part]]:
         """The spans the reader found across the best sentences (of any article), each once."""
@@ -146,7 +150,7 @@ class ExtractiveAnswerer:
         assert best is not None
         floor = LIST_COVERAGE_SHARE * coverage(ev.question, best)
         for f in reading.confident:
-            if coverage(ev.question, f.sentence) < floor:
+            if coverage(ev.question, f.sentence) < floor or (items and f.margin < LIST_MORE_MARGIN):
                 continue  # a sentence that merely names a country does not say it signed
             key = set(terms(f.text))
             # "Poland" and "US-Poland" name one item: a span whose words hold another's (or are held by it) is not new
@@ -272,6 +276,15 @@ class ExtractiveAnswerer:
             for doc, n in numbers.items()
         )
         return Answer(question, "\n\n".join(lines), sources, backend=self.name, evidence=score)
+
+
+def _full_author(span: str, s: SentenceEvidence) -> str:
+    """The author's full name for a span that is only their first name, in an author block ("Dan is now
+    editor-in-chief…" under "Dan Oliver"): the quote shows the name (`_with_context`), so the lead may too."""
+    author = str(s.hit.metadata.get("author", "")).strip()
+    if author and span.strip() == author.split()[0] and author not in s.text and _with_context(s)[1] != s.text:
+        return author
+    return span
 
 
 def _bold(quote: str, s: SentenceEvidence, span: tuple[int, int] | None) -> str:

@@ -104,9 +104,15 @@ def encode_pairs(tokenizer: Any, questions: Sequence[str], passages: Sequence[st
     return windows
 
 
-def best_span(start_logits: np.ndarray, end_logits: np.ndarray, is_context: Sequence[bool]
+def best_span(start_logits: np.ndarray, end_logits: np.ndarray, is_context: Sequence[bool], cover: float = 1.0
               ) -> tuple[int, int, float, float] | None:
-    """(start token, end token, span score, null score) of one window, or None if it has no context."""
+    """(start token, end token, span score, null score) of one window, or None if it has no context.
+
+    The span is the model's best-scoring one, widened by `cover` < 1 to take in every overlapping
+    candidate the model finds at least `cover` times as likely as its best (softmax over the candidate
+    spans), up to MAX_ANSWER_TOKENS: when the model hesitates between "Toghun Temür" and "the 13-year-old
+    Toghun Temür", the answer holds both readings. The score stays the best span's.
+    """
     ctx = np.flatnonzero(np.asarray(is_context, dtype=bool))
     if ctx.size == 0:
         return None
@@ -115,17 +121,20 @@ def best_span(start_logits: np.ndarray, end_logits: np.ndarray, is_context: Sequ
     e = end_logits[ctx]
     top_s = np.argsort(-s)[:TOP_CANDIDATES]
     top_e = np.argsort(-e)[:TOP_CANDIDATES]
-    best: tuple[int, int, float] | None = None
-    for i in top_s:
-        for j in top_e:
-            if j < i or j - i + 1 > MAX_ANSWER_TOKENS:
-                continue
-            score = float(s[i] + e[j])
-            if best is None or score > best[2]:
-                best = (int(ctx[i]), int(ctx[j]), score)
-    if best is None:
+    candidates = [(float(s[i] + e[j]), int(i), int(j)) for i in top_s for j in top_e
+                  if i <= j < i + MAX_ANSWER_TOKENS]
+    if not candidates:
         return None
-    return best[0], best[1], best[2], null
+    candidates.sort(reverse=True)
+    best, first, last = candidates[0]
+    if cover < 1.0:
+        floor = best + float(np.log(cover))  # a candidate this much less likely than the best (logits)
+        for score, i, j in candidates[1:]:
+            if score < floor:
+                break
+            if i <= last and j >= first and max(j, last) - min(i, first) < MAX_ANSWER_TOKENS:
+                first, last = min(i, first), max(j, last)
+    return int(ctx[first]), int(ctx[last]), best, null
 
 
 def session_logits(session: Any, windows: Sequence[Window]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -144,12 +153,13 @@ def session_logits(session: Any, windows: Sequence[Window]) -> list[tuple[np.nda
     return out
 
 
-def spans_of(windows: Sequence[Window], logits: Sequence[tuple[np.ndarray, np.ndarray]], passages: Sequence[str]
-             ) -> list[Span | None]:
-    """Each passage's best span over its windows; its "no answer" score is its most confident window's."""
+def spans_of(windows: Sequence[Window], logits: Sequence[tuple[np.ndarray, np.ndarray]], passages: Sequence[str],
+             cover: float = 1.0) -> list[Span | None]:
+    """Each passage's best span over its windows (widened by `cover`, see best_span); its "no answer"
+    score is its most confident window's."""
     best: list[Span | None] = [None] * len(passages)
     for w, (start_logits, end_logits) in zip(windows, logits, strict=True):
-        found = best_span(start_logits, end_logits, w.is_context)
+        found = best_span(start_logits, end_logits, w.is_context, cover)
         if found is None:
             continue
         i, j, score, null = found
@@ -172,11 +182,13 @@ class ReaderConfig:
     stride: int
     max_question: int
     min_margin: float  # calibrated on held-out training articles (see the model card)
+    cover: float = 1.0  # how far a span widens to take in the readings the model hesitates between (best_span)
 
     @classmethod
     def read(cls, folder: Path) -> ReaderConfig:
         data = json.loads((folder / "reader.json").read_text())
-        return cls(int(data["max_len"]), int(data["stride"]), int(data["max_question"]), float(data["min_margin"]))
+        return cls(int(data["max_len"]), int(data["stride"]), int(data["max_question"]), float(data["min_margin"]),
+                   float(data.get("cover", 1.0)))
 
 
 class SpanReader:
@@ -262,4 +274,4 @@ class SpanReader:
             return []
         windows = encode_pairs(tokenizer, [question] * len(passages), list(passages), max_len=config.max_len,
                                stride=config.stride, max_question=config.max_question)
-        return spans_of(windows, session_logits(session, windows), passages)
+        return spans_of(windows, session_logits(session, windows), passages, config.cover)

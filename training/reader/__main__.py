@@ -46,6 +46,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--resume", action="store_true", help="continue from --work/checkpoint.pt")
+    p.add_argument("--calibrate-only", action="store_true",
+                   help="no training: score the model already in --ship again and rewrite its reader.json, metrics "
+                        "and card (after a change to the decoding or the calibration)")
     return p.parse_args(argv)
 
 
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     rng.shuffle(train_examples)
     rng.shuffle(held)
     held = held[:args.held_out]
-    features = data.featurize(train_examples, tokenizer, **shape)
+    features = [] if args.calibrate_only else data.featurize(train_examples, tokenizer, **shape)
     kinds = {k: sum(e.kind == k for e in train_examples) for k in sorted({e.kind for e in train_examples})}
     log.info("%d training examples %s -> %d features; %d held-out examples", len(train_examples), kinds,
              len(features), len(held))
@@ -102,29 +105,41 @@ def main(argv: list[str] | None = None) -> None:
         log.info("curve: %d examples seen: held-out F1 %.3f, squad2-dev gold-paragraph F1 %.3f", seen,
                  point["held_out"]["f1"], point["squad2_dev_gold_paragraph"]["f1"])
 
-    started = time.monotonic()
-    model = train(features, args.work, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                  warmup=args.warmup, seed=args.seed, threads=args.threads, resume=args.resume,
-                  checkpoint_every=min(args.eval_every, 250), freeze_layers=args.freeze_layers,
-                  on_checkpoint=on_checkpoint)
-    train_minutes = (time.monotonic() - started) / 60
-    torch_scores = scores(torch_logits(model))
-
-    fp32 = args.work / "model-fp32.onnx"
-    export.export_onnx(model, fp32)
-    args.ship.mkdir(parents=True, exist_ok=True)
-    int8 = args.ship / "model.onnx"
-    export.quantize(fp32, int8)
-    int8_scores = scores(export.onnx_logits(int8, args.threads))
-    export.copy_tokenizer(base, args.ship)
+    if args.calibrate_only:
+        metrics = json.loads((args.ship / "metrics.json").read_text())
+        int8 = args.ship / "model.onnx"
+    else:
+        started = time.monotonic()
+        model = train(features, args.work, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      warmup=args.warmup, seed=args.seed, threads=args.threads, resume=args.resume,
+                      checkpoint_every=min(args.eval_every, 250), freeze_layers=args.freeze_layers,
+                      on_checkpoint=on_checkpoint)
+        train_minutes = (time.monotonic() - started) / 60
+        torch_scores = scores(torch_logits(model))
+        fp32 = args.work / "model-fp32.onnx"
+        export.export_onnx(model, fp32)
+        args.ship.mkdir(parents=True, exist_ok=True)
+        int8 = args.ship / "model.onnx"
+        export.quantize(fp32, int8)
+        export.copy_tokenizer(base, args.ship)
+    int8_logits = export.onnx_logits(int8, args.threads)
+    int8_scores = scores(int8_logits)
+    cover, cover_table = evaluate.calibrate_cover(int8_logits, tokenizer, held, **shape)
     (args.ship / "reader.json").write_text(json.dumps(
-        {**shape, "min_margin": round(int8_scores["held_out"]["min_margin"], 4)}, indent=1) + "\n")
+        {**shape, "min_margin": round(int8_scores["held_out"]["min_margin"], 4), "cover": cover}, indent=1) + "\n")
+    if args.calibrate_only:
+        metrics.update(onnx_int8=int8_scores, cover_table=cover_table,
+                       calibrated=f"{metrics['command']} --calibrate-only at commit {_commit()}")
+        (args.ship / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+        write_card(args.ship)
+        log.info("recalibrated: min_margin %.4f, cover %s", int8_scores["held_out"]["min_margin"], cover)
+        return
     metrics = {
         "command": "python -m training.reader " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
         "commit": _commit(), "train_examples": len(train_examples), "example_kinds": kinds,
         "features": len(features), "train_minutes": round(train_minutes, 1),
         "total_minutes": round((time.monotonic() - t0) / 60, 1),
-        "torch_fp32": torch_scores, "onnx_int8": int8_scores,
+        "torch_fp32": torch_scores, "onnx_int8": int8_scores, "cover_table": cover_table,
         "model_bytes": int8.stat().st_size, "args": {k: str(v) for k, v in vars(args).items()},
     }
     (args.ship / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")

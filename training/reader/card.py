@@ -14,6 +14,8 @@ def write_card(ship: Path) -> Path:
     held, dev = m["onnx_int8"]["held_out"], m["onnx_int8"]["squad2_dev_gold_paragraph"]
     t_held, t_dev = m["torch_fp32"]["held_out"], m["torch_fp32"]["squad2_dev_gold_paragraph"]
     config = json.loads((ship / "reader.json").read_text())
+    cover_rows = "\n".join(
+        f"| {r['cover']} | {r['contains']:.3f} | {r['f1']:.3f} | {r['mean_words']:.1f} |" for r in m.get("cover_table", []))
     rows = "\n".join(
         f"| {p['examples_seen']:,} | {p['held_out']['f1']:.3f} | {p['squad2_dev_gold_paragraph']['f1']:.3f} |"
         for p in curve)
@@ -31,6 +33,7 @@ onnxruntime to lead its answers with the span (`rag/answer/reader.py`).
 | tokenizer | `tokenizer.json`: the base model's uncased WordPiece vocabulary |
 | reads | `[CLS] question [SEP] passage [SEP]`, {config['max_len']} tokens a window, windows overlapping by {config['stride']} |
 | answers when | span score minus "no answer" score ≥ `min_margin` = {config['min_margin']} (reader.json): the margin that keeps {held['answerable'] - round(held['answerable_refused'] * held['answerable'])} of {held['answerable']} held-out answerable examples (97%) |
+| span | the best span, widened to take in overlapping candidates at least `cover` = {config.get('cover', 1.0)} times as likely (reader.json; chosen on held-out articles, table below) |
 | licence | CC BY-SA 4.0 (a derivative of SQuAD's data; the base model's weights are Apache-2.0) |
 
 ## Training data
@@ -49,6 +52,13 @@ No SQuAD development article was used for training or for choosing anything.
 | the same, float32 torch | {t_held['exact_match']:.3f} | {t_held['f1']:.3f} | {t_held['no_answer_refused']:.1%} |
 | squad2-dev answerable questions with their gold paragraph ({dev['questions']}), int8 | {dev['exact_match']:.3f} | {dev['f1']:.3f} | |
 | the same, float32 torch | {t_dev['exact_match']:.3f} | {t_dev['f1']:.3f} | |
+
+How far a span widens (`cover`, int8, held-out answerable examples: does the span hold the gold answer,
+its F1, its length); the shipped value maximizes contains + F1:
+
+| cover | contains | F1 | mean words |
+|---|---|---|---|
+{cover_rows}
 
 Learning curve (float32, during training):
 
