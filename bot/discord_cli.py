@@ -23,22 +23,48 @@ TOKEN_HINT = "set DISCORD_TOKEN in the environment or .env to the bot token from
 
 
 @click.command("discord")
+@click.option("--check", is_flag=True,
+              help="Only check the settings and DISCORD_TOKEN (a login over REST), then exit: 2 when the token is "
+                   "missing or rejected, else 0 (Discord unreachable is a warning). docker-compose.yml runs it first.")
 @pass_settings
 @user_errors
-def discord_command(settings: Settings) -> None:
+def discord_command(settings: Settings, check: bool) -> None:
     """Run the Discord bot (needs DISCORD_TOKEN; see the README for creating the application).
 
     Answers mentions, replies to its answers and /ask in the allowed channels (and DMs when
     QABOT_DISCORD_DMS is true), each in a thread for follow-ups. Stops on Ctrl-C.
     """
-    run_discord(settings)
+    if check:
+        check_discord(settings)
+    else:
+        run_discord(settings)
+
+
+def _token(settings: Settings) -> str:
+    token = settings.discord_token.strip()
+    if not token:
+        raise SettingsError(f"DISCORD_TOKEN is not set: {TOKEN_HINT}")
+    return token
+
+
+def check_discord(settings: Settings) -> None:
+    """What a restart cannot fix fails (exit 2): invalid settings (already refused when they were loaded), a
+    missing or rejected token. Discord out of reach is only a warning: the bot itself retries, and a
+    restart policy restarts it, until the network is back."""
+    token = _token(settings)
+    try:
+        asyncio.run(check_token(token))
+    except SettingsError:
+        raise
+    except QabotError as exc:
+        click.echo(f"qabot: warning: {exc}; the token was not checked", err=True)
+        return
+    click.echo("Discord accepted DISCORD_TOKEN")
 
 
 def run_discord(settings: Settings, pipeline_factory: Callable[[Settings], Any] | None = None) -> None:
     """Check the token, load the pipeline, run the bot until it is stopped."""
-    token = settings.discord_token.strip()
-    if not token:
-        raise SettingsError(f"DISCORD_TOKEN is not set: {TOKEN_HINT}")
+    token = _token(settings)
     if pipeline_factory is None:
         from rag.index import Index
         from rag.pipeline import QAPipeline
@@ -54,7 +80,9 @@ async def check_token(token: str) -> None:
     import aiohttp
     import discord
 
-    probe = discord.Client(intents=discord.Intents.none())
+    discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False  # qabot never joins voice
+    # Guilds on: with no intents at all discord.py logs a warning about them, a second line under the error.
+    probe = discord.Client(intents=discord.Intents(guilds=True))
     try:
         await probe.login(token)
     except discord.LoginFailure:
@@ -71,7 +99,6 @@ async def serve(settings: Settings, token: str, pipeline_factory: Callable[[Sett
     from .discord_bot import QABot, ShardedQABot
     from .feedback import FeedbackStore
 
-    discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False  # qabot never joins voice
     await check_token(token)
     log.info("loading the index and model…")
     pipeline = await asyncio.to_thread(pipeline_factory, settings)

@@ -236,10 +236,17 @@ class _TorchBackend:
 
     def __init__(self, embedder: Embedder) -> None:
         _quiet_hub()
-        torch = import_torch()
+        try:
+            torch = import_torch()
+            from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+        except ImportError as exc:  # the Docker image leaves torch out: it ships the packaged model's ONNX files
+            raise SettingsError(
+                f"embedding model {embedder.model.model_id} needs PyTorch, to run or to be exported to ONNX, and "
+                f"{exc.name or 'it'} is not installed here (the Docker image has the packaged model's ONNX files "
+                "only): use the packaged model, or install qabot with all its dependencies"
+            ) from None
         if embedder.torch_threads > 0:
             torch.set_num_threads(embedder.torch_threads)
-        from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
         try:
             self._hf = HuggingFaceEmbedding(

