@@ -159,14 +159,13 @@ def throughput(work: Path, n_docs: int, sample: int, threads: int, rounds: int) 
 
 # -- the whole run ----------------------------------------------------------------------------------
 def run_llm(qdata: Path) -> dict[str, Any]:
-    """The LLM path: the llamacpp answerer with the test model, and streamed answers in Discord."""
-    from tests.real_llm import gemma_gguf
-
+    """The LLM path: the llamacpp answerer with a real model (llm.benchmark_model), and streamed answers in Discord."""
     from .discord_stream import discord_stream_benchmark
-    from .llm import llm_benchmark
+    from .llm import benchmark_model, llm_benchmark
 
-    log("LLM: llamacpp with the test model at 1 and 2 threads, every dev question")
-    out = {"llm": llm_benchmark(qdata, gemma_gguf())}
+    model, threads = benchmark_model()
+    log(f"LLM: llamacpp with {model.name} at {', '.join(map(str, threads))} thread(s), every dev question")
+    out = {"llm": llm_benchmark(qdata, model, threads)}
     log("Discord: time to the first message of a streamed answer")
     out["discord_stream"] = discord_stream_benchmark(qdata)
     return out

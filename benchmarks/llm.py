@@ -1,6 +1,12 @@
-"""The llamacpp answerer with the test model (gemma-3-270m): speed, memory, and what became of its replies.
+"""The llamacpp answerer with a real model: speed, memory, and what became of its replies.
 
     python -m benchmarks --only llm        # this part of the benchmark run alone
+    python -m benchmarks.llm record qwen2.5-coder-1.5b-instruct tests/fixtures/llm_replies/qwen2.5-coder-1.5b-instruct.json
+
+The model is Qwen2.5-Coder-1.5B-Instruct when the `qwen` extra is installed (the instruct model the
+LLM path is judged with, on 2 threads), else the test extra's gemma-3-270m (a base model, on 1 and 2).
+`record` asks the dev and more questions and writes every prompt and raw reply to a fixture that the
+suite replays through grounding and attribution (tests/test_llm_replies.py).
 
 Each thread count runs in its own process (`python -m benchmarks.llm run`), so that its peak RSS
 is its own. Per dev question, with qabot's default settings: time to first token (from `ask()`, so
@@ -20,13 +26,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .common import CORPUS, DEV_QUESTIONS, PYTHON, median, percentile, plain_env, read_questions, run
+from .common import CORPUS, DEV_QUESTIONS, MORE_QUESTIONS, PYTHON, median, percentile, plain_env, read_questions, run
 
 REASON = re.compile(r"did not give a usable answer \((.*)\); this is the offline answer")
 
 
-def measure(data: Path, model: Path, threads: int, questions: list[str]) -> dict[str, Any]:
-    """In this process: load the model, then answer every question as `qabot ask` would."""
+def measure(data: Path, model: Path, threads: int, questions: list[str], *, sync: bool = False) -> dict[str, Any]:
+    """In this process: load the model, then answer every question as `qabot ask` would.
+
+    Each row keeps the answer call's prompt (its random fence tag written as "{tag}") and raw reply.
+    """
     from rag.index import Index
     from rag.pipeline import QAPipeline
     from rag.settings import load_settings
@@ -34,13 +43,23 @@ def measure(data: Path, model: Path, threads: int, questions: list[str]) -> dict
     settings = load_settings(environ={}, corpus_dir=CORPUS, data_dir=data, answerer="llamacpp", llm_model=str(model),
                              llm_threads=threads)
     started = time.perf_counter()
-    pipeline = QAPipeline.from_settings(settings, sync=False, index=Index.from_settings(settings))
+    pipeline = QAPipeline.from_settings(settings, sync=sync, index=Index.from_settings(settings))
     load_s = time.perf_counter() - started
     client = pipeline.llm.client
+    exchanges: list[tuple[list[dict[str, str]], str]] = []
+    stream = client.stream
+
+    def recording(messages, generation):  # noqa: ANN001, ANN202 - the answer call's prompt and raw reply
+        reply = stream(messages, generation)
+        exchanges.append((list(messages), reply))
+        return reply
+
+    client.stream = recording
     rows = []
     for question in questions:
         stamps: list[float] = []  # one per streamed delta (llama.cpp streams one token per delta)
         client.last_timings = {}
+        exchanges.clear()
         t0 = time.perf_counter()
         answer = pipeline.ask(question, on_token=lambda _d: stamps.append(time.perf_counter()))
         total = time.perf_counter() - t0
@@ -57,8 +76,52 @@ def measure(data: Path, model: Path, threads: int, questions: list[str]) -> dict
             # Refused: off-corpus (before any LLM call) or the model said it does not know; not a used reply.
             "used": answer.backend == client.name and not answer.refused, "refused": answer.refused,
             "reason": reason.group(1) if reason else ("" if answer.backend == client.name else answer.notice),
+            "llm_use": answer.llm_use, "answer": answer.text,
+            "prompt": [_untagged(m) for m in exchanges[-1][0]] if exchanges else None,
+            "reply": exchanges[-1][1] if exchanges else None,
         })
     return {"threads": threads, "load_s": load_s, "rows": rows}
+
+
+def _untagged(message: dict[str, str]) -> dict[str, str]:
+    """A prompt message with its per-request fence tag written as "{tag}" (so prompts compare across runs)."""
+    return {**message, "content": re.sub(r"source-[0-9a-f]{8}\b", "source-{tag}", message["content"])}
+
+
+def benchmark_model() -> tuple[Path, tuple[int, ...]]:
+    """The instruct model when its extra is installed (2 threads, as users run it), else the test model."""
+    from rag.answer.packaged_gguf import QWEN_CODER_1_5B
+
+    if QWEN_CODER_1_5B.installed():
+        return QWEN_CODER_1_5B.path(), (2,)
+    from tests.real_llm import gemma_gguf
+
+    return gemma_gguf(), (1, 2)
+
+
+def record(data: Path, model: Path, out: Path, threads: int = 2) -> dict[str, Any]:
+    """Ask the dev and more questions; write the fixture the suite replays (model, file hash, prompts, replies)."""
+    import hashlib
+
+    from rag.settings import load_settings
+
+    questions = read_questions(DEV_QUESTIONS, MORE_QUESTIONS)
+    result = measure(data, model, threads, [q["question"] for q in questions], sync=True)
+    digest = hashlib.sha256()
+    with model.open("rb") as fh:
+        while block := fh.read(1 << 22):
+            digest.update(block)
+    settings = load_settings(environ={}, answerer="llamacpp")
+    fixture = {
+        "model": model.name, "sha256": digest.hexdigest(), "threads": threads, "load_s": result["load_s"],
+        "settings": {"top_k": settings.top_k, "llm_excerpts": settings.llm_excerpts or "sentences",
+                     "llm_max_tokens": settings.llm_max_tokens},
+        "replies": [{"id": q["id"], "question": q["question"], "answerable": not q.get("unanswerable"), **row}
+                    for q, row in zip(questions, result["rows"], strict=True)],
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(fixture, indent=1, ensure_ascii=False) + "\n")
+    return fixture
 
 
 def llm_benchmark(data: Path, model: Path, threads: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
@@ -79,6 +142,7 @@ def llm_benchmark(data: Path, model: Path, threads: tuple[int, ...] = (1, 2)) ->
             "tokens_per_s": median(values("tokens_per_s")), "prompt_tokens_per_s": median(values("prompt_tokens_per_s")),
             "prompt_tokens": median(values("prompt_tokens")), "generated_tokens": median(values("generated_tokens")),
             "used": sum(r["used"] for r in rows), "refused": sum(r["refused"] for r in rows),
+            "llm_use": dict(Counter(r["llm_use"] or ("refused before the model" if r["refused"] else "") for r in rows)),
             "fell_back": dict(Counter(r["reason"] for r in rows if not r["used"] and not r["refused"])), "rows": rows,
         }
     return out
@@ -110,7 +174,23 @@ def main() -> None:
     one.add_argument("data", type=Path)
     one.add_argument("model", type=Path)
     one.add_argument("--threads", type=int, default=2)
+    rec = sub.add_parser("record", help="Record prompts and raw replies to the dev and more questions as a test fixture.")
+    rec.add_argument("model", help="a GGUF file or a packaged model's name (qwen2.5-coder-1.5b-instruct)")
+    rec.add_argument("out", type=Path)
+    rec.add_argument("--data", type=Path, default=None, help="an index of the corpus (default: built in a temporary folder)")
     args = parser.parse_args()
+    if args.command == "record":
+        import tempfile
+
+        from rag.answer.packaged_gguf import resolve
+
+        model = Path(resolve(args.model))
+        with tempfile.TemporaryDirectory() as tmp:
+            data = args.data or Path(tmp)
+            fixture = record(data, model, args.out)
+        used = Counter(r["llm_use"] or "refused before the model" for r in fixture["replies"])
+        print(json.dumps({"out": str(args.out), "model": fixture["model"], "llm_use": used}))
+        return
     questions = [r["question"] for r in read_questions(DEV_QUESTIONS)]
     print(json.dumps(measure(args.data, args.model, args.threads, questions)))
     sys.stdout.flush()

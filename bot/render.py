@@ -111,6 +111,8 @@ def eval_table(report: dict) -> Table:
         ("quote verification rate", f"{report['quote_verification_rate']:.3f}"),
         ("latency p50 / p95 (ms)", f"{report['latency_p50_ms']:.0f} / {report['latency_p95_ms']:.0f}"),
     ]
+    for use, count in sorted((report.get("llm_replies") or {}).items(), key=lambda kv: -kv[1]):
+        rows.append((f"LLM replies: {use}", str(count)))
     for name, value in rows:
         table.add_row(name, value)
     return table

@@ -80,6 +80,9 @@ class EvalReport:
     min_span_margin: float = 0.0  # the reader's refusal threshold on Answer.margin (QABOT_MIN_SPAN_MARGIN)
     #: the same table over the reader's margin, the evidence threshold as it is: see span_tradeoff()
     span_tradeoff: list[dict[str, Any]] = field(default_factory=list)
+    #: With an LLM answerer: what became of its replies to the questions it was asked ("as written",
+    #: "attributed", "fallback: <reason>"; see Answer.llm_use), counted. Empty offline.
+    llm_replies: dict[str, int] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -257,6 +260,8 @@ def evaluate(pipeline: QAPipeline, questions: list[EvalQuestion], k: int = 3, na
     for q in questions:
         answer = pipeline.ask(q.question)
         latencies.append(answer.timings_ms.get("total", 0.0))
+        if answer.llm_use:
+            report.llm_replies[answer.llm_use] = report.llm_replies.get(answer.llm_use, 0) + 1
         outcomes.append(Outcome(q.unanswerable, answer.refused, answer.evidence, answer.margin))
         for source in answer.sources:
             quotes_total += 1

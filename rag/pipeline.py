@@ -144,7 +144,7 @@ class QAPipeline:
                             margin=verdict.margin)
         elif self.llm is not None:
             answer = self.llm.answer(question, standalone, hits, history, keyword, vector, self.extractive,
-                                     on_token=on_token)
+                                     on_token=on_token, evidence=evidence)
         else:
             answer = self.extractive.answer(standalone, hits, keyword, vector, evidence=evidence, reading=reading,
                                             lead_of=self._document_start, side_evidence=sides)
@@ -174,6 +174,7 @@ class QAPipeline:
             retrieved=tuple(dict.fromkeys(h.doc_id for h in hits)),
             evidence=evidence.score,
             margin=verdict.margin,
+            llm_use=answer.llm_use,
         )
 
     def _side_evidence(self, side: str, question: str, filters: Filters, keyword: KeywordIndex):  # -> Evidence

@@ -170,12 +170,17 @@ SETTINGS_SPEC: tuple[Var, ...] = (
     Var("QABOT_MAX_QUESTION_CHARS", "max_question_chars", "2000", "Longer questions are refused.", "int",
         low=1, high=100_000),
     Var("QABOT_LLM_MODEL", "llm_model", "",
-        "Model for the LLM answerer: a GGUF file for llamacpp, a name for the others (e.g. gpt-4o-mini, llama3.1)."),
+        "Model for the LLM answerer: a GGUF file for llamacpp (or qwen2.5-coder-1.5b-instruct, installed by the qwen "
+        "extra), a name for the others (e.g. gpt-4o-mini, llama3.1)."),
     Var("QABOT_LLM_BASE_URL", "llm_base_url", "",
         "Base URL of an OpenAI-compatible server or Ollama; empty uses the provider's default.",
         pattern=r"|https?://\S+", shape="empty or an http(s):// URL"),
     Var("QABOT_LLM_INSTRUCTIONS", "llm_instructions", "",
         "Extra instructions appended to the LLM's system prompt (e.g. 'Answer in German.')."),
+    Var("QABOT_LLM_EXCERPTS", "llm_excerpts", "",
+        "What the LLM reads of each retrieved chunk: sentences (the best ones with their neighbours: a short prompt, "
+        "for models on this machine) or chunks (whole); empty picks by backend (llamacpp, ollama: sentences).",
+        pattern=r"|sentences|chunks", shape="empty, sentences or chunks"),
     Var("QABOT_LLM_TIMEOUT", "llm_timeout", "30",
         "Seconds before an LLM answer is stopped and the offline answer given instead.", "float", low=0.1, high=3600),
     Var("QABOT_LLM_MAX_TOKENS", "llm_max_tokens", "400", "Longest LLM reply, in tokens (a few cited sentences need ~150).",
@@ -289,6 +294,7 @@ class Settings:
     llm_context: int = 0
     llm_chat_template: str = ""
     llm_instructions: str = ""
+    llm_excerpts: str = ""
     openai_api_key: str = field(default="", repr=False)
     anthropic_api_key: str = field(default="", repr=False)
     discord_token: str = field(default="", repr=False)

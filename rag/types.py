@@ -50,6 +50,10 @@ class Answer:
     #: The span reader's best margin (span score minus "no answer", logits; see rag/answer/answerability.py),
     #: None when the reader was not asked. For `qabot eval`'s trade-off, not shown.
     margin: float | None = None
+    #: What became of an LLM's reply: "as written" (every sentence cited by the model to a source that
+    #: supports it), "attributed" (qabot placed or moved the citations, or left out unsupported sentences),
+    #: "fallback: <reason>" (the offline answer was given); "" when no LLM was asked.
+    llm_use: str = ""
 
     def shows_quote(self, source: Source) -> bool:
         """Whether the answer text already shows the source's quote (then a source list need not repeat it)."""

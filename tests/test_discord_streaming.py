@@ -110,7 +110,7 @@ def test_a_streamed_reply_grounding_discards_ends_as_the_offline_answer_with_its
                      if r.path.startswith(f"/channels/{thread}/messages") and isinstance(r.body, dict)]
             assert any("lovely garden" in text for text in shown[:-1])  # it was visible while streaming
             answer = recording.asks[0][2]
-            assert answer.backend.startswith("extractive (fallback") and "cited no existing source" in answer.notice
+            assert answer.backend.startswith("extractive (fallback") and "nothing it said is supported by the articles" in answer.notice
             assert message["content"] == render_answer(answer)[0].content
             assert message["content"].startswith("⚠️ *The openai:fake model did not give a usable answer")
             assert "garden" not in message["content"] and "Pence" in message["content"]

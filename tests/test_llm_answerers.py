@@ -51,9 +51,14 @@ def test_fabricated_quote_and_missing_citation_are_marked_not_verified(openai_se
         'NUKIB said "the meeting will ban Huawei forever" [1]. See also [9] and [1, 12].'
     )
     answer = openai_pipeline.ask(QUESTION)
-    assert '"the meeting will ban Huawei forever" [unverified quote]' in answer.text
-    assert "[9]" not in answer.text and "[12]" not in answer.text
-    assert "[9]" in answer.notice and "unverified" in answer.notice
+    # no source holds the quote, so the sentence is not shown; nothing else of the reply is a statement
+    assert "forever" not in answer.text and answer.backend.startswith("extractive (fallback")
+    assert "nothing it said is supported by the articles" in answer.notice
+    openai_server.enqueue(lambda request: f'NUKIB organises it [{_fence_of(request)[1]}]. NUKIB said "the meeting will ban '
+                          'Huawei forever" [1]. See also [9] and [1, 12].')
+    answer = openai_pipeline.ask(QUESTION)
+    assert answer.text == "NUKIB organises it [1].", answer.text
+    assert "[9], [12]" in answer.notice and "Left out 2 sentence(s)" in answer.notice  # the quote, "See also and ."
     assert [s.n for s in answer.sources] == [1]
     for source in answer.sources:  # what is shown as a source quote really is in the article
         assert "forever" not in source.quote
@@ -63,11 +68,12 @@ def test_fabricated_quote_and_missing_citation_are_marked_not_verified(openai_se
 
 def test_links_images_and_html_in_llm_output_are_stripped(openai_server: FakeOpenAI, openai_pipeline: QAPipeline) -> None:
     openai_server.enqueue_text(
-        "@everyone NUKIB organises it [1]. ![pixel](https://evil.example/p.png) "
+        "@everyone NUKIB, the Czech cybersecurity agency, runs it [1]. ![pixel](https://evil.example/p.png) "
         "[click here](https://evil.example/phish) <img src=x onerror=alert(1)> www.evil.example/x"
     )
     answer = openai_pipeline.ask(QUESTION)
     assert "evil.example" not in answer.text and "<img" not in answer.text and "![" not in answer.text
+    assert answer.backend == "openai:fake" and answer.text.startswith("@everyone NUKIB, the Czech cybersecurity agency")
     assert "click here" in answer.text  # the link text stays, the target goes
 
 
@@ -78,7 +84,7 @@ def test_links_images_and_html_in_llm_output_are_stripped(openai_server: FakeOpe
         (lambda s: s.enqueue_rate_limit(retry_after=30), "rate limited"),
         (lambda s: s.enqueue_malformed("{not json"), "malformed"),
         (lambda s: s.enqueue_cut("NUKIB organises it [1]. And more text that never"), ""),
-        (lambda s: s.enqueue_text("The weather is nice today."), "cited no existing source"),
+        (lambda s: s.enqueue_text("The weather is nice today."), "nothing it said is supported by the articles"),
     ],
     ids=["500", "429", "malformed", "cut", "no-citation"],
 )
@@ -117,10 +123,14 @@ def test_refusal_and_invalid_input_make_no_llm_call(openai_server: FakeOpenAI, o
     assert openai_server.chat_requests == []
 
 
-def test_llm_saying_it_does_not_know_is_a_refusal(openai_server: FakeOpenAI, openai_pipeline: QAPipeline) -> None:
+def test_llm_saying_it_does_not_know_gives_the_offline_answer(openai_server: FakeOpenAI, openai_pipeline: QAPipeline) -> None:
+    """The evidence and the reader found the answer (else the question is refused before the LLM is asked):
+    a model that does not see it does not outweigh them."""
     openai_server.enqueue_text("I don't know based on the articles.")
     answer = openai_pipeline.ask(QUESTION)
-    assert answer.refused and not answer.sources
+    assert not answer.refused and "NUKIB" in answer.text and answer.sources
+    assert "(it said the articles do not answer this)" in answer.notice
+    assert answer.llm_use == "fallback: it said the articles do not answer this"
 
 
 def test_follow_up_is_condensed_by_the_llm_before_retrieval(openai_server: FakeOpenAI, openai_pipeline: QAPipeline) -> None:
@@ -230,3 +240,62 @@ def test_a_failing_on_token_listener_does_not_cost_the_answer(openai_server: Fak
     openai_server.enqueue(lambda request: f'NUKIB: "{REAL_QUOTE}" [{_fence_of(request)[1]}].')
     answer = openai_pipeline.ask(QUESTION, on_token=broken)
     assert answer.backend == "openai:fake" and answer.sources
+
+
+def test_a_local_model_reads_the_best_sentences_not_whole_chunks(openai_server: FakeOpenAI, built_data_dir: Path, embedder) -> None:  # noqa: ANN001
+    """QABOT_LLM_EXCERPTS=sentences (the default for llamacpp and ollama): the best evidence sentences with their
+    neighbours, grouped by article; the answer is still cited to the chunk that holds it."""
+    prompts = {}
+    for mode in ("chunks", "sentences"):
+        pipeline = open_pipeline(CORPUS, built_data_dir, embedder, answerer="openai", llm_base_url=openai_server.base_url,
+                                 llm_model="fake", openai_api_key="sk-test-key", llm_timeout=3.0, llm_excerpts=mode)
+        openai_server.enqueue(lambda request: "NUKIB, the Czech cybersecurity agency, organises the meeting.")
+        answer = pipeline.ask(QUESTION)
+        prompts[mode] = openai_server.chat_requests[-1].user_text
+        assert answer.backend == "openai:fake" and answer.llm_use == "attributed", answer
+        assert answer.text.endswith("[1].") and "NUKIB" in answer.sources[0].quote
+    assert "chief of cabinet at Czech cybersecurity agency NUKIB" in prompts["sentences"]
+    assert len(prompts["sentences"]) < 0.7 * len(prompts["chunks"]), (len(prompts["sentences"]), len(prompts["chunks"]))
+
+
+def test_a_citation_to_the_wrong_source_is_moved_to_the_one_that_says_it(openai_server: FakeOpenAI, openai_pipeline: QAPipeline) -> None:
+    def reply(request) -> str:  # noqa: ANN001
+        nukib = _fence_of(request)[1]
+        wrong = next(i for i in range(1, 9) if f'n="{i}"' in request.user_text and i != nukib)
+        return f"Kahofer is chief of cabinet at the Czech cybersecurity agency NUKIB [{wrong}]."
+
+    openai_server.enqueue(reply)
+    answer = openai_pipeline.ask(QUESTION)
+    assert answer.llm_use == "attributed" and answer.text.endswith("[1].")
+    assert "chief of cabinet at Czech cybersecurity agency NUKIB" in answer.sources[0].quote
+
+
+def test_a_packaged_model_is_joined_once_and_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GGUF uploaded to PyPI in parts (the qwen extra): joined into the cache, its sha256 checked."""
+    import hashlib
+    import sys
+
+    from rag.answer import packaged_gguf
+    from rag.errors import SettingsError
+
+    site = tmp_path / "site"
+    chunks = [b"GGUF" + b"a" * 1000, b"b" * 777]
+    for i, data in enumerate(chunks, start=1):
+        (site / f"fakepart{i}" / "data").mkdir(parents=True)
+        (site / f"fakepart{i}" / "__init__.py").write_text("")
+        (site / f"fakepart{i}" / "data" / f"part{i:02d}.bin").write_bytes(data)
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(packaged_gguf, "CACHE", tmp_path / "cache")
+    model = packaged_gguf.PackagedGGUF("fake-model", "fake.gguf", hashlib.sha256(b"".join(chunks)).hexdigest(),
+                                       (("fakepart1", "part01.bin"), ("fakepart2", "part02.bin")), extra="fake")
+    path = model.path()
+    assert path.read_bytes() == b"".join(chunks) and model.path() == path
+    damaged = packaged_gguf.PackagedGGUF("fake-model", "other.gguf", "0" * 64, model.parts, extra="fake")
+    with pytest.raises(SettingsError, match=r"does not match its sha256 .*pip install --force-reinstall -e '\.\[fake\]'"):
+        damaged.path()
+    assert not (tmp_path / "cache" / "other.gguf").exists() and not list((tmp_path / "cache").glob(".*part"))
+    missing = packaged_gguf.PackagedGGUF("absent", "absent.gguf", "0" * 64, (("nosuchpart1", "part01.bin"),), extra="qwen")
+    with pytest.raises(SettingsError, match=r"not installed: pip install -e '\.\[qwen\]'"):
+        missing.path()
+    sys.modules.pop("fakepart1", None)
+    sys.modules.pop("fakepart2", None)

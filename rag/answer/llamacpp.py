@@ -25,6 +25,7 @@ from typing import Any
 
 from ..errors import SettingsError
 from ..settings import Settings
+from . import packaged_gguf
 from .chat_client import Generation, LLMError, Message
 from .gguf_file import GGUFInfo, ModelFileError, known_architecture, read_gguf
 
@@ -70,11 +71,13 @@ class LlamaCpp:
     @classmethod
     def check(cls, settings: Settings) -> tuple[GGUFInfo, int]:
         """Everything that can be known without loading: the file, its completeness, memory; and the context."""
-        if not settings.llm_model:
+        model = packaged_gguf.resolve(settings.llm_model)
+        if not model:
             raise SettingsError(
-                "QABOT_ANSWERER=llamacpp needs QABOT_LLM_MODEL=/path/to/model.gguf (the README says where to get one)"
+                "QABOT_ANSWERER=llamacpp needs QABOT_LLM_MODEL=/path/to/model.gguf, or =qwen2.5-coder-1.5b-instruct "
+                "after pip install -e '.[qwen]' (the README says more)"
             )
-        info = read_gguf(Path(settings.llm_model).expanduser())
+        info = read_gguf(Path(model).expanduser())
         if info.file_size < info.data_end:
             raise ModelFileError(
                 f"QABOT_LLM_MODEL={info.path} is incomplete ({info.file_size / 1e6:,.0f} of "

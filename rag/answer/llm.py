@@ -15,12 +15,16 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+from ..quotes import fragments, normalize
 from ..retrieve import Hit, KeywordIndex
 from ..settings import Settings
 from ..types import Answer, Source, Turn
 from .chat_client import ChatClient, Generation, LLMError, Message
 from .extractive import ExtractiveAnswerer
-from .grounding import ground
+from .attribution import Attribution, attribute
+from .evidence import Evidence
+from .excerpts import as_hits, excerpts, mode_for
+from .grounding import ground, strip_links
 from .prompts import (
     DONT_KNOW, TURN_MARKERS, condense_prompt, cut_at_turn_marker, instructions, new_tag, strip_fences, system_prompt,
     user_prompt,
@@ -100,8 +104,13 @@ class LLMAnswerer:
         vector: Sequence[float],
         extractive: ExtractiveAnswerer,
         on_token: Callable[[str], None] | None = None,
+        evidence: Evidence | None = None,
     ) -> Answer:
-        """The LLM's grounded answer, or the offline one with a notice saying why the LLM's was not used."""
+        """The LLM's grounded answer, or the offline one with a notice saying why the LLM's was not used.
+
+        `evidence` (the ranked sentences of `hits`) lets a local model read only the best sentences
+        (excerpts.py); without it the model reads whole chunks.
+        """
 
         def offline(reason: str) -> Answer:
             log.warning("%s reply not used (%s); giving the offline answer", self.name, reason)
@@ -111,17 +120,21 @@ class LLMAnswerer:
                 question=question,
                 backend=f"extractive (fallback from {self.name})",
                 notice=f"The {self.name} model did not give a usable answer ({reason}); this is the offline answer.",
+                llm_use=f"fallback: {reason}",
             )
 
         tag = new_tag()
+        chosen = excerpts(hits, evidence, mode_for(self.settings.llm_excerpts, self.settings.answerer))
         messages = [
             {"role": "system", "content": system_prompt(tag, self.system_extra)},
-            {"role": "user", "content": user_prompt(standalone, hits, tag)},
+            {"role": "user", "content": user_prompt(standalone, as_hits(chosen), tag)},
         ]
+        sent = [e.hit for e in chosen]  # what the model's source numbers point to
         try:
             raw = self._generate(messages, max_tokens=self.settings.llm_max_tokens, on_token=on_token)
         except LLMError as exc:
             return offline(str(exc))
+        log.debug("%s raw reply (%d chars): %s", self.name, len(raw), raw[:MAX_REPLY_CHARS])
         # A small model's template echoes first: the turns it invents, then fences it copies. Neither
         # is the model repeating its instructions, so both go before any check reads the reply.
         raw, fences = strip_fences(cut_at_turn_marker(raw))
@@ -129,22 +142,38 @@ class LLMAnswerer:
             log.info("%s reply echoed %d source fence(s); removed", self.name, fences)
         if not raw.strip():
             return offline("it only echoed source markup" if fences else "empty reply")
-        sources_text = "\n".join(h.text for h in hits)
+        sources_text = "\n".join(e.text for e in chosen)
         rules = instructions(self.system_extra).replace(DONT_KNOW, "")
         if leaks_prompt(raw, rules, allowed=f"{sources_text}\n{question}\n{standalone}"):
             return offline("the reply repeated its instructions")
-        if obeys_injection(raw, injection_payloads(h.text for h in hits)):
+        if obeys_injection(raw, injection_payloads(e.text for e in chosen)):
             return offline("it followed instructions hidden in an article")
         raw = _cap(raw)
         if DONT_KNOW.lower().rstrip(".") in raw.lower() and not re.search(r"\[\d+\]", raw):
-            return Answer(question, DONT_KNOW, refused=True, backend=self.name)
-        grounded = ground(raw, hits)
-        if not grounded.cited:
-            return offline("it echoed a source instead of answering" if fences else "it cited no existing source")
+            # The evidence and the reader found the answer in these articles (the pipeline refuses before
+            # asking otherwise); a model that does not see it (a small one often says so to a yes/no
+            # question) does not outweigh them: the offline answer, with its quotes to check, is shown.
+            return offline("it said the articles do not answer this")
+        # Numbered as the model saw them, then the retrieved chunks it did not see: a sentence may be
+        # supported by one of those (the byline's article, read in sentences mode) and is cited to it.
+        numbered = sent + [h for h in hits if all(h is not s for s in sent)]
+        attribution = attribute(standalone, strip_links(raw, _urls(numbered)), numbered, extractive.sentences)
+        if not attribution.supported:
+            return offline("it echoed a source instead of answering" if fences else "nothing it said is supported by the articles")
+        grounded = ground(_cited(attribution, raw), numbered)
+        quotes: dict[int, list[str]] = {}  # by hit, in the order the answer cites them
+        for _, support in attribution.supported:
+            quotes.setdefault(support.source, [])
+            if support.quote not in quotes[support.source]:
+                quotes[support.source].append(support.quote)
         sources = []
         for n in grounded.cited:
             hit = grounded.hit_for[n]
-            quotes = grounded.quotes.get(n) or [extractive.best_quote(vector, standalone, hit, keyword)]
+            supporting = quotes.get(numbered.index(hit) + 1, [])
+            # the model's own verified quotes, unless a supporting sentence shows them already; in article order
+            shown = supporting + [q for q in grounded.quotes.get(n, [])
+                                  if not any(fragments(q)[0] in normalize(x) for x in supporting)]
+            shown.sort(key=lambda q: _position(q, hit.text))
             sources.append(
                 Source(
                     n=n,
@@ -152,18 +181,45 @@ class LLMAnswerer:
                     title=str(hit.metadata.get("title", "")),
                     date=str(hit.metadata.get("date", "")),
                     url=str(hit.metadata.get("url", "")),
-                    quote=" … ".join(q for q in quotes if q),
+                    quote=" … ".join(q for q in shown if q),
                     score=round(hit.dense, 4),
                     chunk_id=hit.chunk_id,
                 )
             )
         notices = []
-        if grounded.removed_citations:
-            listed = ", ".join(f"[{n}]" for n in grounded.removed_citations)
-            notices.append(f"Removed citation(s) {listed} to sources that do not exist.")
+        invalid = sorted({n for _, _, cited in attribution.sentences for n in cited if not 1 <= n <= len(sent)})
+        if invalid:
+            notices.append(f"Removed citation(s) {', '.join(f'[{n}]' for n in invalid)} to sources that do not exist.")
+        if attribution.dropped:
+            notices.append(f"Left out {len(attribution.dropped)} sentence(s) of the {self.name} reply that no article "
+                           "supports.")
         if grounded.unverified_quotes:
             notices.append("Quotes marked [unverified quote] were not found in the cited article.")
-        return Answer(question, grounded.text, tuple(sources), backend=self.name, notice=" ".join(notices))
+        use = "as written" if attribution.as_written else "attributed"
+        return Answer(question, grounded.text, tuple(sources), backend=self.name, notice=" ".join(notices), llm_use=use)
+
+
+def _cite(sentence: str, n: int) -> str:
+    """The sentence with "[n]" before its final full stop ("…the deal [1].")."""
+    end = re.search(r"[.!?]+$", sentence)
+    return f"{sentence[:end.start()]} [{n}]{end.group()}" if end else f"{sentence} [{n}]"
+
+
+def _position(quote: str, text: str) -> int:
+    """Where a verbatim quote starts in `text` (compared normalised), so a source's quotes show in article order."""
+    at = normalize(text).find(fragments(quote)[0]) if fragments(quote) else -1
+    return at if at >= 0 else len(text)
+
+
+def _urls(hits: Sequence[Hit]) -> set[str]:
+    return {str(h.metadata.get("url")) for h in hits if h.metadata.get("url")}
+
+
+def _cited(attribution: Attribution, raw: str) -> str:
+    """The supported sentences, each cited to the source that supports it (a list stays a list)."""
+    parts = [_cite(text, support.source) for text, support in attribution.supported]
+    listed = sum(bool(line.strip()) for line in raw.splitlines()) > 1
+    return "\n".join(f"- {p}" for p in parts) if listed and len(parts) > 1 else " ".join(parts)
 
 
 def _cap(text: str, limit: int = MAX_REPLY_CHARS) -> str:

@@ -1,0 +1,102 @@
+"""Real models' replies to the dev questions, replayed through grounding and attribution.
+
+`python -m benchmarks.llm record <model> tests/fixtures/llm_replies/<name>.json` asked the dev and more
+questions with a real model on the 2-core machine (Qwen2.5-Coder-1.5B-Instruct from the `qwen` extra;
+the file names the model and its sha256) and kept each prompt and raw reply. Here the protocol-level
+fake OpenAI server answers each question with the recorded reply, after checking that qabot sends the
+very prompt the model saw: a fixture whose prompts qabot no longer sends is stale, and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from rag.evaluate import contains_any
+from rag.quotes import verify_quote
+from rag.text import split_sentences
+
+from .conftest import CORPUS, REPO, open_pipeline
+from .fakes.llm_servers import FakeOpenAI
+
+FIXTURES = sorted((REPO / "tests" / "fixtures" / "llm_replies").glob("*.json"))
+RECORD = "python -m benchmarks.llm record {model} tests/fixtures/llm_replies/{name}"
+
+
+def _untagged(text: str) -> str:
+    return re.sub(r"source-[0-9a-f]{8}\b", "source-{tag}", text)
+
+
+@pytest.fixture(scope="module", params=FIXTURES, ids=[p.stem for p in FIXTURES])
+def replayed(request: pytest.FixtureRequest, built_data_dir: Path, embedder):  # noqa: ANN001, ANN201
+    """(fixture, [(recorded row, answer, prompt qabot sent or None)]) for one recorded model."""
+    path: Path = request.param
+    fixture = json.loads(path.read_text(encoding="utf-8"))
+    results = []
+    with FakeOpenAI() as server:
+        pipeline = open_pipeline(CORPUS, built_data_dir, embedder, answerer="openai", llm_base_url=server.base_url,
+                                 llm_model="fake", openai_api_key="sk-test-key", llm_timeout=5.0,
+                                 top_k=fixture["settings"]["top_k"], llm_excerpts=fixture["settings"]["llm_excerpts"])
+        for row in fixture["replies"]:
+            sent: list[list[dict[str, str]]] = []
+
+            def reply(req, row=row, sent=sent) -> str:  # noqa: ANN001
+                sent.append([{"role": m["role"], "content": _untagged(m["content"])} for m in req.messages])
+                return row["reply"]
+
+            if row["reply"] is not None:
+                server.enqueue(reply)
+            answer = pipeline.ask(row["question"])
+            results.append((row, answer, sent[0] if sent else None))
+    return fixture, results
+
+
+def test_qabot_sends_the_prompts_the_model_answered(replayed) -> None:  # noqa: ANN001
+    fixture, results = replayed
+    stale = [row["id"] for row, _, prompt in results if prompt != row["prompt"]]
+    assert not stale, (f"qabot's prompts changed for {stale}: record the fixture again: "
+                       + RECORD.format(model=fixture["model"], name=f"{fixture['model']}.json"))
+
+
+def test_every_shown_sentence_is_cited_to_a_source_and_every_quote_verifies(replayed, pipeline) -> None:  # noqa: ANN001
+    _, results = replayed
+    for row, answer, _ in results:
+        if answer.llm_use not in ("as written", "attributed"):
+            continue
+        text = answer.text.strip()
+        sentences: list[str] = []
+        for a, b in split_sentences(text):  # a citation after a closing quote mark belongs to its sentence
+            if sentences and not re.search(r"[^\W\d]", text[a:b]):
+                sentences[-1] += text[a:b]
+            else:
+                sentences.append(text[a:b])
+        assert all(re.search(r"\[\d+\]", s) for s in sentences), (row["id"], answer.text)
+        for source in answer.sources:
+            article = " ".join(c.text for c in pipeline.index.store.get_document(source.doc_id))
+            assert source.quote and verify_quote(source.quote, article), (row["id"], source.quote)
+
+
+def test_the_instruct_model_answers_what_it_is_asked(replayed) -> None:  # noqa: ANN001
+    """The LLM issue's bar on the dev and more questions: the model's answer used for >= 85% of the
+    answerable questions, >= 90% correct, every unanswerable one refused."""
+    fixture, results = replayed
+    if "instruct" not in fixture["model"]:
+        pytest.skip(f"{fixture['model']} is a base model: its replies are checked for safety only")
+    answerable = [(row, a) for row, a, _ in results if row["answerable"]]
+    used = [row["id"] for row, a in answerable if a.llm_use in ("as written", "attributed")]
+    correct = [row["id"] for row, a in answerable if not a.refused and contains_any(a.text, _accepted(row["id"]))]
+    assert len(used) >= 0.85 * len(answerable), {row["id"]: a.llm_use for row, a in answerable}
+    assert len(correct) >= 0.90 * len(answerable), sorted({row["id"] for row, _ in answerable} - set(correct))
+    assert all(a.refused for row, a, _ in results if not row["answerable"])
+
+
+def _accepted(qid: str) -> list[str]:
+    for name in ("dev_questions.jsonl", "more_questions.jsonl"):
+        for line in (REPO / "tests" / "data" / name).read_text(encoding="utf-8").splitlines():
+            q = json.loads(line)
+            if q["id"] == qid:
+                return q.get("answer_any", [])
+    raise KeyError(qid)
