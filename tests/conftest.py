@@ -171,6 +171,36 @@ def run_qabot(
     )
 
 
+#: How far from its threshold a score must be for a test to assert the decision it makes. Installs and CPUs
+#: move scores a little (int8 kernels with and without VNNI: up to 0.012 reader logits, benchmarks/cpu_kernels.py;
+#: a dependency's new release: ~0.003 evidence): a decision closer than this is a knife edge, reported as one
+#: instead of flipping from one machine to the next.
+EVIDENCE_MARGIN = 0.02
+SPAN_MARGIN = 0.25
+
+
+def assert_answered(answer, settings) -> None:  # noqa: ANN001 - (Answer, Settings)
+    """Answered, and not by a hair: the evidence and the reader's margin stand clear of their thresholds."""
+    assert not answer.refused, f"refused: {answer.question!r} (evidence {answer.evidence:.3f}, margin {answer.margin})"
+    assert answer.evidence >= settings.min_evidence + EVIDENCE_MARGIN, (
+        f"knife edge: {answer.question!r} answered with evidence {answer.evidence:.4f}, within {EVIDENCE_MARGIN} of "
+        f"QABOT_MIN_EVIDENCE {settings.min_evidence}: another CPU or install may refuse it")
+    assert answer.margin is None or answer.margin >= settings.min_span_margin + SPAN_MARGIN, (
+        f"knife edge: {answer.question!r} answered with reader margin {answer.margin:.3f}, within {SPAN_MARGIN} of "
+        f"QABOT_MIN_SPAN_MARGIN {settings.min_span_margin}")
+
+
+def assert_refused(answer, settings) -> None:  # noqa: ANN001 - (Answer, Settings)
+    """Refused, and clearly: by evidence well under its threshold, or by a reader margin well under its own."""
+    assert answer.refused, f"answered: {answer.question!r}: {answer.text[:200]}"
+    by_evidence = answer.evidence <= settings.min_evidence - EVIDENCE_MARGIN
+    by_reader = answer.margin is not None and answer.margin <= settings.min_span_margin - SPAN_MARGIN
+    assert by_evidence or by_reader, (
+        f"knife edge: {answer.question!r} refused with evidence {answer.evidence:.4f} (QABOT_MIN_EVIDENCE "
+        f"{settings.min_evidence}) and reader margin {answer.margin} (QABOT_MIN_SPAN_MARGIN {settings.min_span_margin}): "
+        "another CPU or install may answer it")
+
+
 def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
     """A user-facing failure: the given exit code, one line on stderr, no traceback."""
     assert result.returncode == code, (result.returncode, result.stdout, result.stderr)

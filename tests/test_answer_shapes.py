@@ -16,7 +16,7 @@ import pytest
 from rag.nlp import META_KEY, Annotation, annotation_of
 from rag.quotes import verify_quote
 
-from .conftest import CORPUS, DEV_QUESTIONS, MORE_QUESTIONS, open_pipeline, run_qabot
+from .conftest import CORPUS, DEV_QUESTIONS, MORE_QUESTIONS, assert_answered, assert_refused, open_pipeline, run_qabot
 
 SHAPES = Path(__file__).resolve().parent / "data" / "shapes"
 
@@ -50,7 +50,7 @@ def shapes(tmp_path_factory: pytest.TempPathFactory, embedder):  # noqa: ANN001 
 )
 def test_who_and_what_is_lead_with_the_phrase_that_describes_them(pipeline, question: str, needle: str) -> None:  # noqa: ANN001
     answer = pipeline.ask(question)
-    assert not answer.refused, question
+    assert_answered(answer, pipeline.settings)
     first = lead(answer.text)
     assert needle in first and len(first.split()) <= 15, first
 
@@ -58,7 +58,8 @@ def test_who_and_what_is_lead_with_the_phrase_that_describes_them(pipeline, ques
 def test_a_name_the_articles_never_mention_is_refused(pipeline, shapes) -> None:  # noqa: ANN001
     for p in (pipeline, shapes):
         answer = p.ask("Who is Robert Smith?")
-        assert answer.refused and not answer.sources
+        assert_refused(answer, p.settings)
+        assert not answer.sources
         assert answer.evidence < p.settings.min_evidence  # recorded for `qabot eval`'s trade-off
 
 
@@ -75,21 +76,21 @@ def test_a_number_the_article_gives_elsewhere_does_not_answer(shapes) -> None:  
     answered = shapes.ask("How many homes did the 6.8 earthquake destroy?")
     assert "4,000" in lead(answered.text), answered.text
     look_alike = shapes.ask("Who checked the dam for 212 cracks?")
-    assert look_alike.refused, look_alike.text
+    assert_refused(look_alike, shapes.settings)
     assert look_alike.evidence < shapes.settings.min_evidence <= answered.evidence
 
 
 def test_a_name_inside_another_word_is_not_a_mention(shapes) -> None:  # noqa: ANN001
     """"OLA" stands inside "solar", and the articles never name an OLA."""
-    answer = shapes.ask("What did the OLA say about the solar farm?")
-    assert answer.refused, answer.text
-    assert not shapes.ask("What did the council say about the solar farm?").refused
+    assert_refused(shapes.ask("What did the OLA say about the solar farm?"), shapes.settings)
+    assert_answered(shapes.ask("What did the council say about the solar farm?"), shapes.settings)
 
 
 def test_an_acronym_is_mentioned_by_its_spelled_out_name(pipeline) -> None:  # noqa: ANN001
     """The article says "the European Union", the question "EU"."""
     answer = pipeline.ask("Which organisations besides EU countries were expected at the Prague meeting?")
-    assert not answer.refused and "NATO" in lead(answer.text), answer.text
+    assert_answered(answer, pipeline.settings)
+    assert "NATO" in lead(answer.text), answer.text
     assert not lead(answer.text).startswith("the European Union")  # the question's own EU is no answer
 
 
@@ -110,7 +111,7 @@ def test_who_is_reads_a_description_in_front_of_the_name(shapes) -> None:  # noq
 
 def test_a_comparison_quotes_each_side(shapes) -> None:  # noqa: ANN001
     answer = shapes.ask("Which cost more, the bridge or the solar farm?")
-    assert not answer.refused
+    assert_answered(answer, shapes.settings)
     first = lead(answer.text.replace("[1] ", "", 1)) if answer.text.count("[") > 1 else lead(answer.text)
     assert "$310 million" in answer.text and "$85 million" in answer.text
     assert "bridge" in answer.text and "solar farm" in first + answer.text

@@ -12,7 +12,7 @@ from rag.quotes import verify_quote
 from rag.retrieve import Filters
 from rag.types import Turn
 
-from .conftest import CORPUS, DEV_QUESTIONS, MORE_QUESTIONS, assert_one_line_error, run_qabot
+from .conftest import CORPUS, DEV_QUESTIONS, MORE_QUESTIONS, assert_answered, assert_one_line_error, assert_refused, run_qabot
 
 CONTRACT_KEYS = {"question", "answer", "refused", "sources", "backend", "notice", "timings_ms"}
 SOURCE_KEYS = {"n", "doc_id", "title", "date", "url", "quote", "score"}
@@ -34,6 +34,16 @@ def test_eval_meets_the_quality_bar(questions: Path, built_data_dir: Path) -> No
     assert report["hit_at_k"] >= 0.95 and report["answer_correctness"] >= 0.85
     assert report["refusal_rate"] == 1.0 and report["false_refusals"] <= 1
     assert report["quote_verification_rate"] == 1.0
+
+
+@pytest.mark.parametrize("questions", [DEV_QUESTIONS, MORE_QUESTIONS], ids=["dev", "more"])
+def test_every_dev_decision_stands_clear_of_its_thresholds(pipeline, questions: Path) -> None:  # noqa: ANN001
+    """Each dev question is answered or refused as it should be by a margin no CPU or install drift closes
+    (see conftest.EVIDENCE_MARGIN): "What is NUKIB?" once flipped at evidence 0.2475 against 0.25."""
+    for line in questions.read_text().splitlines():
+        q = json.loads(line)
+        answer = pipeline.ask(q["question"])
+        (assert_refused if q.get("unanswerable") else assert_answered)(answer, pipeline.settings)
 
 
 def test_eval_exits_nonzero_under_a_threshold(built_data_dir: Path) -> None:
@@ -100,8 +110,8 @@ def test_off_corpus_questions_are_refused(pipeline) -> None:  # noqa: ANN001
     for question in ("What is the recipe for a classic margherita pizza?", "What is the price of the Huawei P30 in India?",
                      "Who won the 2018 FIFA World Cup?"):
         answer = pipeline.ask(question)
-        assert answer.refused and not answer.sources, question
-        assert "do not cover" in answer.text
+        assert_refused(answer, pipeline.settings)
+        assert not answer.sources and "do not cover" in answer.text
 
 
 @pytest.mark.parametrize(
@@ -126,7 +136,7 @@ def test_follow_up_uses_the_previous_question(pipeline) -> None:  # noqa: ANN001
     first = "What did the German cabinet discuss in its secret session on Huawei?"
     answer = pipeline.ask(first)
     follow = pipeline.ask("Which ministers attended it?", history=[Turn(first, answer.text)])
-    assert not follow.refused
+    assert_answered(follow, pipeline.settings)
     assert "finance" in follow.text and follow.sources[0].doc_id.startswith("003")
 
 
