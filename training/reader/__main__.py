@@ -41,6 +41,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="share of answerable questions that read only the sentences around their answer")
     p.add_argument("--negative-share", type=float, default=0.3,
                    help="share of answerable questions that also give a no-answer example")
+    p.add_argument("--swap-share", type=float, default=0.2,
+                   help="share of answerable questions also asked with a name or number their passage lacks (no answer)")
+    p.add_argument("--miss-share", type=float, default=0.1,
+                   help="share of answerable questions also paired with another article's closest paragraph (no answer)")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from this checkpoint.pt's weights (a second stage) instead of the base model's")
     p.add_argument("--held-out", type=int, default=2000, help="held-out examples scored (seeded sample)")
     p.add_argument("--eval-every", type=int, default=500, help="steps between learning-curve points")
     p.add_argument("--seed", type=int, default=13)
@@ -71,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     shape = {"max_len": args.max_len, "stride": args.stride, "max_question": args.max_question}
 
     train_examples, held = data.load_splits(args.data, seed=args.seed, window_share=args.window_share,
-                                            negative_share=args.negative_share)
+                                            negative_share=args.negative_share, swap_share=args.swap_share,
+                                            miss_share=args.miss_share)
     rng = random.Random(args.seed)
     rng.shuffle(train_examples)
     # SQuAD 2.0's real unanswerable questions are few (348) and the best teachers of "no answer": all kept
@@ -113,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         model = train(features, args.work, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       warmup=args.warmup, seed=args.seed, threads=args.threads, resume=args.resume,
                       checkpoint_every=min(args.eval_every, 250), freeze_layers=args.freeze_layers,
-                      on_checkpoint=on_checkpoint)
+                      on_checkpoint=on_checkpoint, init=args.init)
         train_minutes = (time.monotonic() - started) / 60
         torch_scores = scores(torch_logits(model))
         fp32 = args.work / "model-fp32.onnx"
@@ -134,8 +141,14 @@ def main(argv: list[str] | None = None) -> None:
         write_card(args.ship)
         log.info("recalibrated: min_margin %.4f, cover %s", int8_scores["held_out"]["min_margin"], cover)
         return
+    previous = args.ship / "metrics.json"
+    continued = None
+    if args.init is not None and previous.is_file():  # the model this one continues, as its folder describes it
+        before = json.loads(previous.read_text())
+        continued = {k: before.get(k) for k in ("command", "commit", "train_examples", "train_minutes")}
     metrics = {
         "command": "python -m training.reader " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "continued_from": continued,
         "commit": _commit(), "train_examples": len(train_examples), "example_kinds": kinds,
         "features": len(features), "train_minutes": round(train_minutes, 1),
         "total_minutes": round((time.monotonic() - t0) / 60, 1),

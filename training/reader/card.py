@@ -6,6 +6,15 @@ import json
 from pathlib import Path
 
 
+def _continued(m: dict) -> str:
+    c = m.get("continued_from")
+    if not c:
+        return ""
+    return (f" It continued the weights of an earlier run (`--init` its checkpoint): `{c['command']}` at commit "
+            f"`{c['commit']}`, {c['train_examples']:,} examples, {c['train_minutes']} min; both runs are needed to "
+            "make this model again.")
+
+
 def write_card(ship: Path) -> Path:
     """Write MODEL_CARD.md from the folder's metrics.json and curve.jsonl; returns its path."""
     m = json.loads((ship / "metrics.json").read_text())
@@ -42,7 +51,10 @@ articles (Rajpurkar, Jia & Liang, 2018), CC BY-SA 4.0, as `shared/data/squad-tra
 whose title hashes to 0 mod 25 are held out for model selection and the answer threshold. Examples
 ({m['train_examples']:,}, seed {m['args']['seed']}): {', '.join(f'{v:,} {k}' for k, v in m['example_kinds'].items())}:
 "window" reads only the sentences around the answer (as qabot reads its evidence), "other-paragraph" and
-"other-sentences" pair the question with text of the same article that lacks the answer ("no answer").
+"other-sentences" pair the question with text of the same article that lacks the answer, "swapped" asks
+the question again with one of its names or numbers replaced by one the passage lacks, and
+"other-article" pairs it with another article's paragraph that shares the most rare words with it (all
+four: "no answer").
 No SQuAD development article was used for training or for choosing anything.
 
 ## Metrics
@@ -68,7 +80,7 @@ Learning curve (float32, during training):
 
 ## How it was made
 `{m['command']}` at commit `{m['commit']}`: {m['train_minutes']} min of training, {m['total_minutes']} min in
-all, on 2 CPU cores (torch 2.13.0, CPU). See `training/reader/README.md`.
+all, on 2 CPU cores (torch 2.13.0, CPU). See `training/reader/README.md`.{_continued(m)}
 
 ## Limits
 - English only. Trained on Wikipedia paragraphs; news text is read well when the answer is stated in one

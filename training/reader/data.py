@@ -40,7 +40,7 @@ class Example:
     question: str
     context: str
     answers: tuple[tuple[str, int], ...]  # (text, character start in context)
-    kind: str  # "paragraph" | "window" | "other-paragraph" | "other-sentences" | "impossible"
+    kind: str  # "paragraph" | "window" | "other-paragraph" | "other-sentences" | "swapped" | "other-article" | "impossible"
 
 
 def read_squad(path: Path) -> list[dict[str, Any]]:
@@ -84,14 +84,25 @@ def _lacks(text: str, answers: Iterable[str]) -> bool:
 
 
 def make_examples(articles: list[dict[str, Any]], *, seed: int, window_share: float,
-                  negative_share: float) -> Iterator[Example]:
+                  negative_share: float, swap_share: float = 0.0, miss_share: float = 0.0) -> Iterator[Example]:
     """Training examples from SQuAD articles.
 
     `window_share` of the answerable questions read only the sentences around their answer;
     `negative_share` of them also give a "no answer" example (half another paragraph of the same
     article, half the rest of their own paragraph). SQuAD 2.0's unanswerable questions come as they are.
+
+    Two more kinds of "no answer" teach what qabot meets after retrieval (their own seeded draws, so
+    the kinds above are the same with or without them):
+    - `swap_share` of the questions are asked again with one of their names or numbers swapped for one
+      their passage lacks ("…most popular in the UK" -> "…in Europe"), against the same passage: the
+      look-alike question SQuAD 2.0's annotators wrote, which a reader answers by type alone;
+    - `miss_share` of them are paired with the paragraph of *another* article that shares the most rare
+      words with the question: a retrieval miss, on topic and without the answer.
     """
     rng = random.Random(seed)
+    extra = random.Random(seed * 7919 + 1)  # the draws of the two later kinds only
+    terms = _term_pool(articles) if swap_share else {}
+    misses = _MissIndex(articles) if miss_share else None
     for article in articles:
         paragraphs = [p["context"] for p in article["paragraphs"]]
         for pi, para in enumerate(article["paragraphs"]):
@@ -115,9 +126,17 @@ def make_examples(articles: list[dict[str, Any]], *, seed: int, window_share: fl
                         yield Example(qa["id"], qa["question"], context, ((text, start),), "paragraph")
                 else:
                     yield Example(qa["id"], qa["question"], context, ((text, start),), "paragraph")
+                texts = [a for a, _ in answers]
+                if swap_share and extra.random() < swap_share:
+                    swapped = _swap(qa["question"], context, terms, extra)
+                    if swapped is not None:
+                        yield Example(qa["id"] + "/swapped", swapped, context, (), "swapped")
+                if misses is not None and extra.random() < miss_share:
+                    other = misses.nearest(qa["question"], article["title"])
+                    if other is not None and _lacks(other, texts):
+                        yield Example(qa["id"] + "/other-article", qa["question"], other, (), "other-article")
                 if rng.random() >= negative_share:
                     continue
-                texts = [a for a, _ in answers]
                 if rng.random() < 0.5 and len(paragraphs) > 1:
                     other = paragraphs[rng.choice([i for i in range(len(paragraphs)) if i != pi])]
                     if _lacks(other, texts):
@@ -129,8 +148,73 @@ def make_examples(articles: list[dict[str, Any]], *, seed: int, window_share: fl
                         yield Example(qa["id"] + "/other-sentences", qa["question"], rest_text, (), "other-sentences")
 
 
-def load_splits(data_dir: Path, *, seed: int, window_share: float, negative_share: float
-                ) -> tuple[list[Example], list[Example]]:
+#: A name or a number in a question: a run of capitalised words, or digits. Not the question's first word.
+_SWAPPABLE = re.compile(r"(?<=\s)(?:[A-Z][\w'’-]+(?:\s+[A-Z][\w'’-]+)*|\d[\d,.]*\d|\d)(?=[\s?,.'’]|$)")
+#: Rare words (in at most this many paragraphs) find the paragraph of another article a retriever would miss with.
+RARE_IN = 200
+
+
+def _shape(term: str) -> str:
+    return "number" if term[0].isdigit() else f"name{min(len(term.split()), 3)}"
+
+
+def _term_pool(articles: list[dict[str, Any]]) -> dict[str, list[tuple[str, str]]]:
+    """Names and numbers of every question, by shape, with their article's title."""
+    pool: dict[str, list[tuple[str, str]]] = {}
+    for article in articles:
+        for para in article["paragraphs"]:
+            for qa in para["qas"]:
+                for term in _SWAPPABLE.findall(qa["question"]):
+                    pool.setdefault(_shape(term), []).append((term, article["title"]))
+    return pool
+
+
+def _swap(question: str, context: str, pool: dict[str, list[tuple[str, str]]], rng: random.Random) -> str | None:
+    """The question with one of its names or numbers (one the passage holds) swapped for one it lacks."""
+    low = context.lower()
+    found = [t for t in _SWAPPABLE.findall(question) if t.lower() in low]
+    if not found:
+        return None
+    term = rng.choice(found)
+    choices = pool.get(_shape(term), [])
+    for _ in range(20):
+        other, _title = rng.choice(choices) if choices else (None, None)
+        if other and other.lower() not in low and other.lower() != term.lower():
+            return question.replace(term, other, 1)
+    return None
+
+
+class _MissIndex:
+    """Paragraphs by their rare words, to find another article's paragraph that looks like an answer's."""
+
+    def __init__(self, articles: list[dict[str, Any]]) -> None:
+        self.paragraphs: list[tuple[str, str]] = []  # (title, text)
+        postings: dict[str, list[int]] = {}
+        for article in articles:
+            for para in article["paragraphs"]:
+                k = len(self.paragraphs)
+                self.paragraphs.append((article["title"], para["context"]))
+                for word in set(_WORDS.findall(para["context"].lower())):
+                    postings.setdefault(word, []).append(k)
+        self.postings = {w: ks for w, ks in postings.items() if len(ks) <= RARE_IN}
+
+    def nearest(self, question: str, title: str) -> str | None:
+        counts: dict[int, int] = {}
+        for word in set(_WORDS.findall(question.lower())):
+            for k in self.postings.get(word, ()):
+                if self.paragraphs[k][0] != title:
+                    counts[k] = counts.get(k, 0) + 1
+        if not counts:
+            return None
+        best = max(counts, key=lambda k: (counts[k], -k))
+        return self.paragraphs[best][1] if counts[best] >= 2 else None
+
+
+_WORDS = re.compile(r"[a-z0-9][a-z0-9'-]{2,}")
+
+
+def load_splits(data_dir: Path, *, seed: int, window_share: float, negative_share: float,
+                swap_share: float = 0.0, miss_share: float = 0.0) -> tuple[list[Example], list[Example]]:
     """(training examples, held-out examples), the held-out ones from held-out articles only."""
     v11 = read_squad(data_dir / SQUAD11)
     v20 = read_squad(data_dir / SQUAD20)
@@ -140,8 +224,10 @@ def load_splits(data_dir: Path, *, seed: int, window_share: float, negative_shar
         for p in a["paragraphs"]]} for a in v20]
     train_articles = [a for a in v11 + v20_impossible if not is_held_out(a["title"])]
     held_articles = [a for a in v11 + v20_impossible if is_held_out(a["title"])]
-    train = list(make_examples(train_articles, seed=seed, window_share=window_share, negative_share=negative_share))
-    held = list(make_examples(held_articles, seed=seed + 1, window_share=window_share, negative_share=negative_share))
+    shares = {"window_share": window_share, "negative_share": negative_share, "swap_share": swap_share,
+              "miss_share": miss_share}
+    train = list(make_examples(train_articles, seed=seed, **shares))
+    held = list(make_examples(held_articles, seed=seed + 1, **shares))
     return train, held
 
 

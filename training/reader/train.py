@@ -56,8 +56,12 @@ def collate(torch: Any, feats: list[Feature]) -> dict[str, Any]:
 
 def train(features: list[Feature], out: Path, *, epochs: float, batch_size: int, lr: float, warmup: float,
           seed: int, threads: int, resume: bool, checkpoint_every: int, freeze_layers: int,
-          on_checkpoint: Callable[[Any, int], None] | None = None) -> Any:
-    """Train and return the model; `out/checkpoint.pt` lets `--resume` pick up where a run stopped."""
+          on_checkpoint: Callable[[Any, int], None] | None = None, init: Path | None = None) -> Any:
+    """Train and return the model; `out/checkpoint.pt` lets `--resume` pick up where a run stopped.
+
+    `init`: start from the weights of an earlier run's checkpoint (a second stage on more or different
+    examples, with a fresh optimizer and schedule) instead of the base model's.
+    """
     import torch
     from transformers import AutoModelForQuestionAnswering
     from transformers.utils import logging as hf_logging
@@ -66,6 +70,9 @@ def train(features: list[Feature], out: Path, *, epochs: float, batch_size: int,
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     model = AutoModelForQuestionAnswering.from_pretrained(str(base_model_folder()), attn_implementation="eager")
+    if init is not None and not (resume and (out / "checkpoint.pt").is_file()):
+        model.load_state_dict(torch.load(init, weights_only=False)["model"])
+        log.info("starting from the weights in %s", init)
     # Word embeddings stay as pre-trained (11.7M of 22.7M parameters): less optimizer work, and the
     # vocabulary keeps the meaning the embedding model learned on far more text than SQuAD.
     model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
