@@ -181,6 +181,9 @@ SETTINGS_SPEC: tuple[Var, ...] = (
         "What the LLM reads of each retrieved chunk: sentences (the best ones with their neighbours: a short prompt, "
         "for models on this machine) or chunks (whole); empty picks by backend (llamacpp, ollama: sentences).",
         pattern=r"|sentences|chunks", shape="empty, sentences or chunks"),
+    Var("QABOT_LLM_STRUCTURED", "llm_structured", "false",
+        "Ask for a JSON reply {answer, sources} under a schema where the backend constrains decoding (llamacpp, "
+        "openai); the answer field still streams.", "bool"),
     Var("QABOT_LLM_TIMEOUT", "llm_timeout", "30",
         "Seconds before an LLM answer is stopped and the offline answer given instead.", "float", low=0.1, high=3600),
     Var("QABOT_LLM_MAX_TOKENS", "llm_max_tokens", "400", "Longest LLM reply, in tokens (a few cited sentences need ~150).",
@@ -295,6 +298,7 @@ class Settings:
     llm_chat_template: str = ""
     llm_instructions: str = ""
     llm_excerpts: str = ""
+    llm_structured: bool = False
     openai_api_key: str = field(default="", repr=False)
     anthropic_api_key: str = field(default="", repr=False)
     discord_token: str = field(default="", repr=False)

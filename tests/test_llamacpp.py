@@ -261,3 +261,33 @@ def test_openai_answerer_against_llama_cpps_own_server(gemma_model: Path, built_
         wrong_key = open_pipeline(CORPUS, built_data_dir, embedder, answerer="openai", llm_base_url=base_url,
                                   openai_api_key="sk-wrong", llm_model="gemma-3-270m", **REAL_LLM_SETTINGS)
         assert "HTTP 401" in wrong_key.ask(DEV[0]).notice
+
+
+def test_a_structured_reply_is_json_of_the_schema_even_from_a_base_model(llamacpp_pipeline: QAPipeline) -> None:
+    """QABOT_LLM_STRUCTURED=true in process: llama.cpp turns the schema into a grammar, so even the 270M base
+    model (which otherwise repeats its rules) can only write the {answer, sources} object."""
+    client = llamacpp_pipeline.llm.client
+    structured = LLMAnswerer(client, llamacpp_pipeline.settings.replace(llm_structured=True, llm_max_tokens=60))
+    raws: list[str] = []
+    stream = client.stream
+
+    def recording(messages, generation):  # noqa: ANN001, ANN202
+        raws.append(stream(messages, generation))
+        return raws[-1]
+
+    client.stream = recording
+    original, llamacpp_pipeline.llm = llamacpp_pipeline.llm, structured
+    try:
+        answer = llamacpp_pipeline.ask(DEV[0])
+    finally:
+        llamacpp_pipeline.llm = original
+        del client.stream
+    assert len(raws) == 1, answer
+    raw = raws[0]
+    assert raw.lstrip().startswith("{"), raw
+    if not raw.rstrip().endswith("}"):  # cut at the token limit: the answer written so far is kept
+        assert answer.backend.startswith(("extractive (fallback", "llamacpp")), answer
+        return
+    data = json.loads(raw)
+    assert set(data) == {"answer", "sources"} and isinstance(data["answer"], str)
+    assert all(isinstance(n, int) for n in data["sources"])

@@ -16,7 +16,7 @@ from rag.quotes import verify_quote
 from rag.types import Turn
 
 from .conftest import CORPUS, free_port, open_pipeline
-from .fakes.llm_servers import FakeAnthropic, FakeOllama, FakeOpenAI
+from .fakes.llm_servers import FakeAnthropic, FakeOllama, FakeOpenAI, Reply
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -299,3 +299,33 @@ def test_a_packaged_model_is_joined_once_and_checked(tmp_path: Path, monkeypatch
         missing.path()
     sys.modules.pop("fakepart1", None)
     sys.modules.pop("fakepart2", None)
+
+
+def test_a_structured_reply_follows_the_schema_and_streams_only_its_answer(openai_server: FakeOpenAI, built_data_dir: Path, embedder) -> None:  # noqa: ANN001
+    """QABOT_LLM_STRUCTURED=true: OpenAI's response_format carries the {answer, sources} schema; the user
+    watches the answer field being written, never the JSON around it."""
+    pipeline = open_pipeline(CORPUS, built_data_dir, embedder, answerer="openai", llm_base_url=openai_server.base_url,
+                             llm_model="fake", openai_api_key="sk-test-key", llm_timeout=3.0, llm_structured=True)
+
+    def reply(request) -> str:  # noqa: ANN001
+        n = _fence_of(request)[1]
+        return ('{"answer": "Robert Kahofer is chief of cabinet at the Czech cybersecurity agency NUKIB.", '
+                f'"sources": [{n}]}}')
+
+    openai_server.enqueue(lambda request: Reply.text(reply(request), chunks=_pieces(reply(request), 7)))
+    shown: list[str] = []
+    answer = pipeline.ask(QUESTION, on_token=shown.append)
+    request = openai_server.chat_requests[-1].json
+    assert request["response_format"]["type"] == "json_schema"
+    assert set(request["response_format"]["json_schema"]["schema"]["required"]) == {"answer", "sources"}
+    assert "JSON object" in openai_server.chat_requests[-1].system_prompt
+    assert answer.text == "Robert Kahofer is chief of cabinet at the Czech cybersecurity agency NUKIB [1].", answer.text
+    assert answer.llm_use == "as written"
+    streamed = "".join(shown)
+    assert streamed.startswith("Robert Kahofer is chief") and "{" not in streamed and "sources" not in streamed
+    openai_server.enqueue_text('{"answer": ')
+    assert "(malformed reply)" in pipeline.ask(QUESTION).notice  # nothing of the answer was written
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    return [text[i:i + size] for i in range(0, len(text), size)]

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,10 @@ class Generation:
         max_tokens: int,
         stop: Sequence[str] = (),
         on_token: Callable[[str], None] | None = None,
+        schema: dict[str, Any] | None = None,
     ) -> None:
         self.timeout = timeout
+        self.schema = schema  # a JSON schema the reply must follow (backends that can constrain decoding)
         self.deadline = time.monotonic() + timeout
         self.max_tokens = max_tokens
         self.stop = tuple(stop)
@@ -74,6 +76,7 @@ class ChatClient(Protocol):
     """A chat model qabot can stream from."""
 
     name: str  # "<answerer>:<model>", shown as the answer's backend
+    structured: bool  # whether `stream` honours `Generation.schema` (constrained decoding)
 
     def stream(self, messages: Sequence[Message], generation: Generation) -> str:
         """Generate a reply, emitting deltas as they come; return the whole text (partial if stopped).

@@ -59,6 +59,8 @@ GGUF_TEMPLATE = "gguf"  # the chat template the GGUF file carries
 class LlamaCpp:
     """A chat client over a GGUF model loaded in process."""
 
+    structured = True  # a JSON schema becomes a llama.cpp grammar
+
     def __init__(self, server: Any, info: GGUFInfo, *, name: str, chat_template: str, socket_dir: Path) -> None:
         self.name = name
         self.info = info
@@ -122,6 +124,8 @@ class LlamaCpp:
             "stream": True,
             "return_progress": True,  # callbacks during prompt processing too: a chance to stop
         }
+        if generation.schema is not None:  # llama.cpp turns the schema into a grammar: only such JSON can come out
+            request["response_format"] = {"type": "json_schema", "json_schema": {"schema": generation.schema}}
         pieces: list[str] = []
         errors: list[dict[str, Any]] = []
 

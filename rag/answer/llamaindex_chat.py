@@ -16,16 +16,20 @@ from .chat_client import Generation, Message
 class LlamaIndexChat:
     """Streams from a llama-index LLM client built by `registry`."""
 
-    def __init__(self, llm: Any, name: str, *, stop_limit: int = 0) -> None:
+    def __init__(self, llm: Any, name: str, *, stop_limit: int = 0, structured: bool = False) -> None:
         self.llm = llm
         self.name = name
         self.stop_limit = stop_limit  # stop strings the server accepts (OpenAI: 4; 0 = send none)
+        self.structured = structured  # the API takes OpenAI's response_format with a JSON schema
 
     def stream(self, messages: Sequence[Message], generation: Generation) -> str:
         from llama_index.core.llms import ChatMessage
 
         chat = [ChatMessage(role=m["role"], content=m["content"]) for m in messages]
         extra: dict[str, Any] = {"stop": list(generation.stop[: self.stop_limit])} if self.stop_limit else {}
+        if self.structured and generation.schema is not None:
+            extra["response_format"] = {"type": "json_schema",
+                                        "json_schema": {"name": "answer", "schema": generation.schema, "strict": True}}
         pieces: list[str] = []
         replies = self.llm.stream_chat(chat, **extra)
         try:

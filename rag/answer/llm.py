@@ -14,6 +14,7 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 from ..quotes import fragments, normalize
 from ..retrieve import Hit, KeywordIndex
@@ -21,6 +22,7 @@ from ..settings import Settings
 from ..types import Answer, Source, Turn
 from .chat_client import ChatClient, Generation, LLMError, Message
 from .extractive import ExtractiveAnswerer
+from . import structured
 from .attribution import Attribution, attribute
 from .evidence import Evidence
 from .excerpts import as_hits, excerpts, mode_for
@@ -52,6 +54,8 @@ class LLMAnswerer:
         self.settings = settings
         self.name = client.name
         self.system_extra = settings.llm_instructions
+        # A JSON reply under a schema, where the backend can enforce one (structured.py)
+        self.structured = settings.llm_structured and getattr(client, "structured", False)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=settings.max_concurrent + 2, thread_name_prefix="llm")
 
     # -- calls ------------------------------------------------------------------------------------
@@ -62,10 +66,11 @@ class LLMAnswerer:
         max_tokens: int,
         stop: Sequence[str] = TURN_MARKERS,
         on_token: Callable[[str], None] | None = None,
+        schema: dict[str, Any] | None = None,
     ) -> str:
         """One streamed call, stopped at QABOT_LLM_TIMEOUT; raises LLMError with a short reason."""
         timeout = self.settings.llm_timeout
-        generation = Generation(timeout, max_tokens=max_tokens, stop=stop, on_token=on_token)
+        generation = Generation(timeout, max_tokens=max_tokens, stop=stop, on_token=on_token, schema=schema)
         future = self._pool.submit(self.client.stream, messages, generation)
         try:
             text = future.result(timeout=timeout + HARD_DEADLINE_GRACE_S)
@@ -125,16 +130,32 @@ class LLMAnswerer:
 
         tag = new_tag()
         chosen = excerpts(hits, evidence, mode_for(self.settings.llm_excerpts, self.settings.answerer))
+        extra = "\n".join(x for x in (self.system_extra, structured.INSTRUCTION if self.structured else "") if x)
         messages = [
-            {"role": "system", "content": system_prompt(tag, self.system_extra)},
+            {"role": "system", "content": system_prompt(tag, extra)},
             {"role": "user", "content": user_prompt(standalone, as_hits(chosen), tag)},
         ]
         sent = [e.hit for e in chosen]  # what the model's source numbers point to
+        listener = on_token
+        if self.structured and on_token is not None:  # the user sees the answer field, not JSON
+            field_stream = structured.AnswerStream()
+
+            def listener(delta: str) -> None:
+                text = field_stream.feed(delta)
+                if text:
+                    on_token(text)
+
         try:
-            raw = self._generate(messages, max_tokens=self.settings.llm_max_tokens, on_token=on_token)
+            raw = self._generate(messages, max_tokens=self.settings.llm_max_tokens, on_token=listener,
+                                 schema=structured.SCHEMA if self.structured else None)
         except LLMError as exc:
             return offline(str(exc))
         log.debug("%s raw reply (%d chars): %s", self.name, len(raw), raw[:MAX_REPLY_CHARS])
+        if self.structured:
+            text = structured.reply_text(raw)
+            if text is None:
+                return offline("malformed reply")
+            raw = text
         # A small model's template echoes first: the turns it invents, then fences it copies. Neither
         # is the model repeating its instructions, so both go before any check reads the reply.
         raw, fences = strip_fences(cut_at_turn_marker(raw))
@@ -143,7 +164,7 @@ class LLMAnswerer:
         if not raw.strip():
             return offline("it only echoed source markup" if fences else "empty reply")
         sources_text = "\n".join(e.text for e in chosen)
-        rules = instructions(self.system_extra).replace(DONT_KNOW, "")
+        rules = instructions(extra).replace(DONT_KNOW, "")
         if leaks_prompt(raw, rules, allowed=f"{sources_text}\n{question}\n{standalone}"):
             return offline("the reply repeated its instructions")
         if obeys_injection(raw, injection_payloads(e.text for e in chosen)):

@@ -47,14 +47,14 @@ def _openai(settings: Settings, model: str) -> ChatClient:
             max_retries=0,  # llama-index wraps the SDK's retries in its own: 1 would mean 4 calls
         )
         # Local servers run models whose chat template may not stop them: send the turn markers.
-        return LlamaIndexChat(llm, name, stop_limit=OPENAI_MAX_STOP)
+        return LlamaIndexChat(llm, name, stop_limit=OPENAI_MAX_STOP, structured=True)
     if not settings.openai_api_key:
         raise SettingsError("QABOT_ANSWERER=openai needs OPENAI_API_KEY (or QABOT_LLM_BASE_URL for a local server)")
     from llama_index.llms.openai import OpenAI
 
     llm = OpenAI(model=model, api_key=settings.openai_api_key, timeout=settings.llm_timeout, max_retries=0,
                  max_tokens=settings.llm_max_tokens)
-    return LlamaIndexChat(llm, name)
+    return LlamaIndexChat(llm, name, structured=True)
 
 
 def _ollama(settings: Settings, model: str) -> ChatClient:
