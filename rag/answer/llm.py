@@ -26,7 +26,7 @@ from . import structured
 from .attribution import Attribution, attribute
 from .evidence import Evidence
 from .excerpts import as_hits, excerpts, mode_for
-from .grounding import ground, strip_links
+from .grounding import Grounded, ground, strip_links
 from .prompts import (
     DONT_KNOW, TURN_MARKERS, condense_prompt, cut_at_turn_marker, instructions, new_tag, strip_fences, system_prompt,
     user_prompt,
@@ -180,33 +180,9 @@ class LLMAnswerer:
         numbered = sent + [h for h in hits if all(h is not s for s in sent)]
         attribution = attribute(standalone, strip_links(raw, _urls(numbered)), numbered, extractive.sentences)
         if not attribution.supported:
-            return offline("it echoed a source instead of answering" if fences else "nothing it said is supported by the articles")
+            return offline("it echoed a source instead of answering" if fences
+                           else "nothing it said is supported by the articles")
         grounded = ground(_cited(attribution, raw), numbered)
-        quotes: dict[int, list[str]] = {}  # by hit, in the order the answer cites them
-        for _, support in attribution.supported:
-            quotes.setdefault(support.source, [])
-            if support.quote not in quotes[support.source]:
-                quotes[support.source].append(support.quote)
-        sources = []
-        for n in grounded.cited:
-            hit = grounded.hit_for[n]
-            supporting = quotes.get(numbered.index(hit) + 1, [])
-            # the model's own verified quotes, unless a supporting sentence shows them already; in article order
-            shown = supporting + [q for q in grounded.quotes.get(n, [])
-                                  if not any(fragments(q)[0] in normalize(x) for x in supporting)]
-            shown.sort(key=lambda q: _position(q, hit.text))
-            sources.append(
-                Source(
-                    n=n,
-                    doc_id=hit.doc_id,
-                    title=str(hit.metadata.get("title", "")),
-                    date=str(hit.metadata.get("date", "")),
-                    url=str(hit.metadata.get("url", "")),
-                    quote=" … ".join(q for q in shown if q),
-                    score=round(hit.dense, 4),
-                    chunk_id=hit.chunk_id,
-                )
-            )
         notices = []
         invalid = sorted({n for _, _, cited in attribution.sentences for n in cited if not 1 <= n <= len(sent)})
         if invalid:
@@ -216,8 +192,32 @@ class LLMAnswerer:
                            "supports.")
         if grounded.unverified_quotes:
             notices.append("Quotes marked [unverified quote] were not found in the cited article.")
+        sources = _sources(attribution, grounded, numbered)
         use = "as written" if attribution.as_written else "attributed"
-        return Answer(question, grounded.text, tuple(sources), backend=self.name, notice=" ".join(notices), llm_use=use)
+        return Answer(question, grounded.text, sources, backend=self.name, notice=" ".join(notices), llm_use=use)
+
+
+def _sources(attribution: Attribution, grounded: Grounded, numbered: Sequence[Hit]) -> tuple[Source, ...]:
+    """The cited sources, each quoting the sentences that support the answer (and the model's own verified
+    quotes that those do not already show), in article order."""
+    quotes: dict[int, list[str]] = {}  # by number in `numbered`
+    for _, support in attribution.supported:
+        kept = quotes.setdefault(support.source, [])
+        if support.quote not in kept:
+            kept.append(support.quote)
+    sources = []
+    for n in grounded.cited:
+        hit = grounded.hit_for[n]
+        supporting = quotes.get(numbered.index(hit) + 1, [])
+        shown = supporting + [q for q in grounded.quotes.get(n, [])
+                              if not any(fragments(q)[0] in normalize(x) for x in supporting)]
+        shown.sort(key=lambda q: _position(q, hit.text))
+        sources.append(Source(
+            n=n, doc_id=hit.doc_id, title=str(hit.metadata.get("title", "")), date=str(hit.metadata.get("date", "")),
+            url=str(hit.metadata.get("url", "")), quote=" … ".join(q for q in shown if q), score=round(hit.dense, 4),
+            chunk_id=hit.chunk_id,
+        ))
+    return tuple(sources)
 
 
 def _cite(sentence: str, n: int) -> str:
