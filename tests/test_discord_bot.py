@@ -600,15 +600,19 @@ def test_the_fake_rejects_messages_discord_would_reject(pipeline: Any, tmp_path:
 
 
 # ------------------------------------------------------------------------------ with an LLM
-def long_llm_reply() -> str:
-    """About 5,000 characters with citations, a quotation and a code fence, as an LLM might write."""
+def long_llm_reply(code: bool = True) -> str:
+    """About 5,000 characters with citations, a quotation and (`code`) a code fence, as an LLM might write.
+
+    Through the LLM answerer, only the statements the articles support arrive (attribution leaves the code
+    fence out); `code` is for answers made longer by hand, which the bot must split whatever they hold.
+    """
     para = (
         "The United States and Poland signed a cooperation agreement on 5G networks in Warsaw [1]. "
         "US Vice President Mike Pence and Polish Prime Minister Mateusz Morawiecki signed the deal [1][2]. "
         "The agreement says protecting next generation networks \"is of vital importance\" [1]. "
     )
-    code = "```text\n" + "\n".join(f"step {i}: sign, verify, publish [{1 + i % 2}]" for i in range(30)) + "\n```"
-    parts = [para * 2, para * 3, code, para * 4, para * 4, para]
+    fence = "```text\n" + "\n".join(f"step {i}: sign, verify, publish [{1 + i % 2}]" for i in range(30)) + "\n```"
+    parts = [para * 2, para * 3, fence if code else para * 3, para * 4, para * 4, para]
     return "\n\n".join(parts)
 
 
@@ -662,7 +666,7 @@ def test_a_long_llm_reply_is_capped_and_split(pipeline: Any, llm_server: FakeOpe
 
     async def scenario() -> None:
         llm_server.clear_queue()
-        llm_server.enqueue_text(long_llm_reply())
+        llm_server.enqueue_text(long_llm_reply(code=False))
         async with FakeDiscord() as fake, connected(fake, recording, bot_settings(tmp_path)):
             _, pieces = await mention(fake, fake.add_user("alice"), Q_SIGNED)
             answer = recording.asks[0][2]

@@ -48,7 +48,7 @@ _CITATIONS = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
 _CITED = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 _TOKEN = re.compile(r"\w[\w',.:/-]*\w|\w")
 _ACRONYM = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]?")
-_TAG = re.compile(r"\bsource-[0-9a-f]{1,32}\b")  # a model naming a source by its fence tag
+_TAG = re.compile(r"\bsource-[0-9a-f]{1,32}\b|<[@#][!&]?\d+>")  # a source's fence tag, chat mention markup
 _LATE_CITATION = re.compile(r"([.!?])\s*((?:\[\d+(?:\s*,\s*\d+)*\]\s*)+)")
 _QUOTED = re.compile(r"[\"“][^\"“”]*[\"”]")
 
@@ -128,7 +128,8 @@ def holds(window: str, numbers: set[str], names: set[str], around: str = "", dat
 
 def _words(text: str) -> list[str]:
     """Words for fact matching: hyphenated ones split ("US-Poland"), possessives and thousands commas dropped,
-    dotted acronyms joined ("U.S." is "US"); lone letters ("U. S." as a model spaces it) are no facts."""
+    dotted acronyms joined ("U.S." is "US"); lone letters ("U. S." as a model spaces it), fence tags and
+    mention markup ("<@1234>") are no facts."""
     out = []
     for token in _TOKEN.findall(normalize(_TAG.sub(" ", text))):
         token = re.sub(r"(?<=\d),(?=\d{3})", "", token).strip(".,:'")
