@@ -46,13 +46,16 @@ def test_disguised_questions_are_cleaned_then_answered(pipeline) -> None:  # noq
 def test_flooded_llm_reply_is_capped(openai_server: FakeOpenAI, openai_pipeline: QAPipeline) -> None:
     openai_server.enqueue_text("NUKIB organises the meeting [1]. " + "Spam spam spam. " * 700)
     answer = openai_pipeline.ask("Which Czech agency is organising the Prague 5G security meeting?")
-    assert answer.text.startswith("NUKIB organises the meeting [1].")
-    assert len(answer.text) <= 3010 and answer.text.endswith("…")
+    # capped at 3,000 characters, then the spam, which no article says, is left out
+    assert answer.text == "NUKIB organises the meeting [1].", answer.text
+    assert "Left out" in answer.notice and "Spam" not in answer.notice
 
 
 def test_mentions_in_llm_output_stay_text_for_the_edges(openai_server: FakeOpenAI, openai_pipeline: QAPipeline) -> None:
     """rag strips links/images; pings are neutralised where they could fire (Discord sends no mentions)."""
-    openai_server.enqueue_text("@everyone <@&123456> NUKIB organises it [1]. ![x](https://cdn.evil.example/a.png) [see](https://evil.example)")
+    openai_server.enqueue_text("@everyone <@&123456> NUKIB organises it [1]. ![x](https://cdn.evil.example/a.png) "
+                               "More at [the agency's site](https://evil.example).")
     answer = openai_pipeline.ask("Which Czech agency is organising the Prague 5G security meeting?")
     assert "evil.example" not in answer.text and "![" not in answer.text
-    assert "NUKIB organises it [1]." in answer.text
+    # the statement stays as written, mentions included (the edges neutralise them)
+    assert answer.text.startswith("@everyone <@&123456> NUKIB organises it [1].") and "(" not in answer.text, answer.text

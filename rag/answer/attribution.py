@@ -48,7 +48,8 @@ _CITATIONS = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
 _CITED = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 _TOKEN = re.compile(r"\w[\w',.:/-]*\w|\w")
 _ACRONYM = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]?")
-_TAG = re.compile(r"\bsource-[0-9a-f]{1,32}\b|<[@#][!&]?\d+>")  # a source's fence tag, chat mention markup
+#: A source's fence tag, chat mention markup: no words of what the reply says.
+_TAG = re.compile(r"\bsource-[0-9a-f]{1,32}\b|<[@#][!&]?\d+>|@(?:everyone|here)\b")
 _LATE_CITATION = re.compile(r"([.!?])\s*((?:\[\d+(?:\s*,\s*\d+)*\]\s*)+)")
 _QUOTED = re.compile(r"[\"“][^\"“”]*[\"”]")
 
@@ -104,8 +105,8 @@ def facts(text: str) -> tuple[set[str], set[str]]:
     """The numbers and the names of a sentence: what a supporting sentence must hold word for word.
 
     A number is any word with a digit ("2,000", "5G", "May 2-3"'s "2-3"); a name is a capitalised word
-    that does not open the sentence, or that opens it followed by another capitalised word ("Mateusz
-    Morawiecki signed…"). Quoted words are left to the quote check.
+    that does not open the sentence, or that opens it as an acronym ("NUKIB organises…") or followed by
+    another capitalised word ("Mateusz Morawiecki signed…"). Quoted words are left to the quote check.
     """
     words = _words(_QUOTED.sub(" ", text))
     numbers = {w.lower() for w in words if any(ch.isdigit() for ch in w)}
@@ -113,7 +114,7 @@ def facts(text: str) -> tuple[set[str], set[str]]:
     for i, word in enumerate(words):
         if word in numbers or not word[0].isupper() or word.lower() in STOPWORDS:
             continue
-        if i > 0 or (len(words) > 1 and words[1][0].isupper()):
+        if i > 0 or (len(words) > 1 and words[1][0].isupper()) or (len(word) > 1 and word.isupper()):
             names.add(word.lower())
     return numbers, names
 
@@ -149,7 +150,7 @@ def attribute(question: str, reply: str, hits: Sequence[Hit], vectors: SentenceE
         return Attribution([(text, None, cited) for text, cited in statements])
     index = {id(h): n for n, h in enumerate(hits, start=1)}
     source_vectors = np.stack(vectors.embed([s.text for s in pool]))
-    reply_vectors = np.stack(vectors.embed([f"{question} {text}" for text, _ in statements]))
+    reply_vectors = np.stack(vectors.embed([f"{question} {_TAG.sub(' ', text)}" for text, _ in statements]))
     similarity = reply_vectors @ source_vectors.T
     pool_terms = {id(s): set(terms(s.text)) for s in pool}
     around = {id(h): " ".join([h.text, *(str(h.metadata.get(k, "")) for k in ("title", "author"))]) for h in hits}
@@ -157,7 +158,7 @@ def attribute(question: str, reply: str, hits: Sequence[Hit], vectors: SentenceE
     for i, (text, cited) in enumerate(statements):
         numbers, names = facts(text)
         quoted = [m.group()[1:-1] for m in _QUOTED.finditer(text)]
-        words = set(terms(text))
+        words = set(terms(_TAG.sub(" ", text)))
         best: tuple[float, Support] | None = None
         for j, s in enumerate(pool):
             if similarity[i, j] < MIN_SIMILARITY:
@@ -166,6 +167,8 @@ def attribute(question: str, reply: str, hits: Sequence[Hit], vectors: SentenceE
                 window = " ".join(x.text for x in quote_sentences)
                 held = set().union(*(pool_terms[id(x)] for x in quote_sentences))
                 share = len(words & held) / len(words) if words else 1.0
+                if not (numbers or names) and len(words & pool_terms[id(s)]) < 2:
+                    continue  # nothing specific in common: "More at the agency's site" is not a claim of it
                 if share < MIN_TERM_SHARE or not holds(window, numbers, names, around[id(s.hit)],
                                                         str(s.hit.metadata.get("date", ""))):
                     continue

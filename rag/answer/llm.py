@@ -208,9 +208,10 @@ def _sources(attribution: Attribution, grounded: Grounded, numbered: Sequence[Hi
     sources = []
     for n in grounded.cited:
         hit = grounded.hit_for[n]
-        supporting = quotes.get(numbered.index(hit) + 1, [])
-        shown = supporting + [q for q in grounded.quotes.get(n, [])
-                              if not any(fragments(q)[0] in normalize(x) for x in supporting)]
+        shown = quotes.get(numbered.index(hit) + 1, []) + grounded.quotes.get(n, [])
+        # a quote another one already shows (a sentence, and the same sentence quoted with its neighbour) goes
+        shown = [q for i, q in enumerate(shown) if not any(j != i and _holds(other, q) and (not _holds(q, other) or j < i)
+                                                           for j, other in enumerate(shown))]
         shown.sort(key=lambda q: _position(q, hit.text))
         sources.append(Source(
             n=n, doc_id=hit.doc_id, title=str(hit.metadata.get("title", "")), date=str(hit.metadata.get("date", "")),
@@ -224,6 +225,11 @@ def _cite(sentence: str, n: int) -> str:
     """The sentence with "[n]" before its final full stop ("…the deal [1].")."""
     end = re.search(r"[.!?]+$", sentence)
     return f"{sentence[:end.start()]} [{n}]{end.group()}" if end else f"{sentence} [{n}]"
+
+
+def _holds(quote: str, other: str) -> bool:
+    """Whether `quote` shows every fragment of `other` already."""
+    return all(f in normalize(quote) for f in fragments(other))
 
 
 def _position(quote: str, text: str) -> int:
