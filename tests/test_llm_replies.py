@@ -64,8 +64,11 @@ def test_qabot_sends_the_prompts_the_model_answered(replayed) -> None:  # noqa: 
 def test_every_shown_sentence_is_cited_to_a_source_and_every_quote_verifies(replayed, pipeline) -> None:  # noqa: ANN001
     _, results = replayed
     for row, answer, _ in results:
+        assert "<source" not in answer.text.lower(), (row["id"], answer.text)  # no fence markup, closed or not
         if answer.llm_use not in ("as written", "attributed"):
             continue
+        # a model caught in a loop ("…on 5G networks on 5G networks…") is not shown, though every word is the source's
+        assert not re.search(r"\b(\w+ \w+ \w+)\b(?:.*?\b\1\b){2}", answer.text), (row["id"], answer.text)
         text = answer.text.strip()
         sentences: list[str] = []
         for a, b in split_sentences(text):  # a citation after a closing quote mark belongs to its sentence

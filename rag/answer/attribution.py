@@ -156,6 +156,9 @@ def attribute(question: str, reply: str, hits: Sequence[Hit], vectors: SentenceE
     around = {id(h): " ".join([h.text, *(str(h.metadata.get(k, "")) for k in ("title", "author"))]) for h in hits}
     result = Attribution()
     for i, (text, cited) in enumerate(statements):
+        if _loops(text):
+            result.sentences.append((text, None, cited))  # "…on 5G networks on 5G networks on 5G networks…"
+            continue
         numbers, names = facts(text)
         quoted = [m.group()[1:-1] for m in _QUOTED.finditer(text)]
         words = set(terms(_TAG.sub(" ", text)))
@@ -181,6 +184,19 @@ def attribute(question: str, reply: str, hits: Sequence[Hit], vectors: SentenceE
                 break  # the first window that holds it is the smallest
         result.sentences.append((text, best[1] if best else None, cited))
     return result
+
+
+def _loops(text: str, n: int = 3, times: int = 3) -> bool:
+    """A model caught in a loop: some run of `n` words comes back `times` times or more. Such text may use
+    only the source's words and still say nothing a reader should be shown."""
+    words = text.lower().split()
+    seen: dict[tuple[str, ...], int] = {}
+    for i in range(len(words) - n + 1):
+        key = tuple(words[i:i + n])
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] >= times:
+            return True
+    return False
 
 
 def _windows(s: SentenceEvidence, pool: Sequence[SentenceEvidence], similarity: np.ndarray) -> list[list[SentenceEvidence]]:

@@ -58,6 +58,8 @@ TURN_MARKERS = (
 #: A source fence as we write it (`<source-1a2b3c4d n="2" title="...">`, `</source-1a2b3c4d>`), or as a
 #: model mangles it (another tag, no tag, no attributes).
 _FENCE = re.compile(r"</?\s*source(?:-[0-9a-f]{1,32})?\b[^<>\n]{0,400}>", re.IGNORECASE)
+#: A fence opening the model never closed (it ran on into the title: gemma-3-270m, recorded): to the line's end.
+_OPEN_FENCE = re.compile(r"<\s*source-[0-9a-f]{1,32}\b[^<>\n]*$", re.IGNORECASE | re.MULTILINE)
 
 
 def new_tag() -> str:
@@ -97,6 +99,8 @@ def condense_prompt(question: str, history: Sequence[Turn]) -> str:
 def strip_fences(reply: str) -> tuple[str, int]:
     """The reply without source-fence markup, and how many fences it echoed."""
     stripped, count = _FENCE.subn("", reply)
+    stripped, unclosed = _OPEN_FENCE.subn("", stripped)
+    count += unclosed
     return (re.sub(r"\n{3,}", "\n\n", stripped).strip() if count else reply), count
 
 
