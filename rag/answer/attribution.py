@@ -6,13 +6,17 @@ wrong excerpt. So the reply is judged on what it says, not on its syntax: each o
 matched to the source sentence that supports it, and that sentence becomes its citation and its
 verbatim quote. A source sentence supports a reply sentence when
 
-- every number of the reply sentence stands in it (or in it and the sentence beside it: a reply
-  often joins two), and so does every quote it makes, word for word; every name stands in the same
-  excerpt or its byline and title (a reply names "the US State Department official" whom the article
-  introduced three sentences earlier): a claim the sources do not make is never cited to them;
-- most of its content words stand there too (MIN_TERM_SHARE); and
+- every number of the reply sentence stands in it (or in it and one other sentence of the same
+  article: a reply often joins two), and so does every quote it makes, word for word; every name
+  stands in the same excerpt or its byline and title (a reply names "the US State Department
+  official" whom the article introduced three sentences earlier): a claim the sources do not make is
+  never cited to them;
+- most of its content words stand there too (MIN_TERM_SHARE), and a statement without any name or
+  number shares at least two of them with the supporting sentence itself; and
 - it is close in meaning (MIN_SIMILARITY: the packaged embedding model, reply sentence read with the
   question, since "Poland." alone means little).
+
+Text caught in a loop is never supported, whatever words it borrows.
 
 A citation the model gave is kept when its source supports the sentence, moved to the one that
 does, or removed; a sentence no source supports is dropped. What is left is the answer; nothing
@@ -36,8 +40,8 @@ from .evidence import SentenceEmbeddingCache, SentenceEvidence, sentences_of
 #: Half: a reply paraphrases ("signed the deal" for "signed a cooperation agreement"), but a sentence
 #: sharing fewer of its words is about something else.
 MIN_TERM_SHARE = 0.5
-#: Cosine between the question + reply sentence and the supporting sentence (all-MiniLM-L6-v2). For
-#: this model 0.5 is "about the same thing" (the evidence ranking's own scale, see evidence.py).
+#: Cosine between the question + reply sentence and the supporting sentence (all-MiniLM-L6-v2). A round
+#: value, not fitted to the dev replies: the supporting sentences of the recorded Qwen replies score 0.55-0.96.
 MIN_SIMILARITY = 0.5
 #: Ranking the sentences that support a reply sentence: a pair of sentences only wins over one sentence
 #: that holds it all by a clear margin, and a source the model cited wins a tie.
@@ -59,7 +63,7 @@ class Support:
     """The source text that supports one reply sentence: its citation and its quote."""
 
     source: int  # 1-based number of the hit in the hits given to `attribute`
-    quote: str  # verbatim: one source sentence, or two adjacent ones
+    quote: str  # verbatim: one source sentence, or two of one article (" … " between them when apart)
     similarity: float
 
 
