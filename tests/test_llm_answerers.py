@@ -297,6 +297,10 @@ def test_a_packaged_model_is_joined_once_and_checked(tmp_path: Path, monkeypatch
     missing = packaged_gguf.PackagedGGUF("absent", "absent.gguf", "0" * 64, (("nosuchpart1", "part01.bin"),), extra="qwen")
     with pytest.raises(SettingsError, match=r"not installed: pip install -e '\.\[qwen\]'"):
         missing.path()
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setattr(packaged_gguf, "CACHE", tmp_path / "a-file" / "cache")  # not a folder one can write
+    with pytest.raises(SettingsError, match=r"cannot join the fake-model model into .*XDG_CACHE_HOME"):
+        model.path()
     sys.modules.pop("fakepart1", None)
     sys.modules.pop("fakepart2", None)
 

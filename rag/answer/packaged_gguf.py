@@ -15,6 +15,7 @@ it is installed. The tests' gemma-3-270m (a base model) comes from its own packa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -23,8 +24,8 @@ from pathlib import Path
 
 from ..errors import SettingsError
 
-#: Where joined models are kept: one copy per machine (QABOT_MODEL_CACHE overrides).
-CACHE = Path(os.environ.get("QABOT_MODEL_CACHE") or Path.home() / ".cache" / "qabot" / "models")
+#: Where joined models are kept: one copy per machine, in the user's cache folder (as the ONNX exports are).
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qabot" / "models"
 
 
 @dataclass(frozen=True)
@@ -47,23 +48,28 @@ class PackagedGGUF:
         size = sum(p.stat().st_size for p in pieces)
         if target.is_file() and target.stat().st_size == size and _stamp(target) == self.sha256:
             return target
-        CACHE.mkdir(parents=True, exist_ok=True)
         partial = CACHE / f".{self.filename}.{os.getpid()}.part"
         digest = hashlib.sha256()
         try:
-            with partial.open("wb") as out:
-                for piece in pieces:
-                    with piece.open("rb") as fh:
-                        while block := fh.read(1 << 22):
-                            digest.update(block)
-                            out.write(block)
+            try:
+                CACHE.mkdir(parents=True, exist_ok=True)
+                with partial.open("wb") as out:
+                    for piece in pieces:
+                        with piece.open("rb") as fh:
+                            while block := fh.read(1 << 22):
+                                digest.update(block)
+                                out.write(block)
+            except OSError as exc:  # a full disk, a read-only cache folder
+                raise SettingsError(f"cannot join the {self.name} model into {CACHE} ({exc.strerror or exc}); "
+                                    "free space there or set XDG_CACHE_HOME to a writable folder") from None
             if digest.hexdigest() != self.sha256:
                 raise SettingsError(f"the joined {self.name} model does not match its sha256 (a damaged or changed "
                                     f"upload); reinstall it: pip install --force-reinstall -e '.[{self.extra}]'")
             os.replace(partial, target)  # atomic: a parallel run never reads half a file
             _stamp(target, self.sha256)
         finally:
-            partial.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
         return target
 
     def _pieces(self) -> list[Path]:
