@@ -35,6 +35,7 @@ from ..quotes import normalize, verify_quote
 from ..retrieve import Hit
 from ..text import STOPWORDS, split_sentences, terms
 from .evidence import SentenceEmbeddingCache, SentenceEvidence, sentences_of
+from .grounding import CITATION_GROUP
 
 #: Share of a reply sentence's content words (stemmed, stopwords out) that its support must hold.
 #: Half: a reply paraphrases ("signed the deal" for "signed a cooperation agreement"), but a sentence
@@ -48,8 +49,7 @@ MIN_SIMILARITY = 0.5
 PAIR_COST = 0.1
 CITED_BONUS = 0.05
 
-_CITATIONS = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
-_CITED = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+_CITATIONS = re.compile(r"\s*" + CITATION_GROUP.pattern)  # a citation group with the space before it
 _TOKEN = re.compile(r"\w[\w',.:/-]*\w|\w")
 _ACRONYM = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]?")
 #: A source's fence tag, chat mention markup: no words of what the reply says.
@@ -98,7 +98,7 @@ def reply_sentences(reply: str) -> list[tuple[str, tuple[int, ...]]]:
         line = line.strip().lstrip("-*•0123456789.) ").strip() if re.match(r"\s*([-*•]|\d+[.)])\s", line) else line.strip()
         for start, end in split_sentences(line):
             piece = line[start:end]
-            cited = tuple(int(n) for group in _CITED.findall(piece) for n in re.split(r"\s*,\s*", group))
+            cited = tuple(int(n) for group in CITATION_GROUP.findall(piece) for n in re.split(r"\s*,\s*", group))
             text = _CITATIONS.sub("", piece).strip()
             if any(ch.isalnum() for ch in text):
                 out.append((text, cited))
@@ -123,12 +123,17 @@ def facts(text: str) -> tuple[set[str], set[str]]:
     return numbers, names
 
 
-def holds(window: str, numbers: set[str], names: set[str], around: str = "", date: str = "") -> bool:
-    """Whether `window` (or the article's `date`) holds every number, and `window` or `around` every name
-    (case-insensitively, whole words)."""
-    present = {w.lower() for w in _words(window)}
-    dated = present | {w.lower() for w in _words(date.replace("-", " "))}
-    return numbers <= dated and (names <= present or names <= present | {w.lower() for w in _words(around)})
+def holds(window: str, numbers: set[str], names: set[str], around: frozenset[str] = frozenset(),
+          dated: frozenset[str] = frozenset()) -> bool:
+    """Whether `window` (or the article's date, `dated`: its words) holds every number, and `window` or
+    `around` (the words of its excerpt, byline and title: `word_set`) every name, case-insensitively."""
+    present = word_set(window)
+    return numbers <= present | dated and names <= present | around
+
+
+def word_set(text: str) -> frozenset[str]:
+    """The lower-cased words of `text` as fact matching reads them (`_words`)."""
+    return frozenset(w.lower() for w in _words(text))
 
 
 def _words(text: str) -> list[str]:
@@ -157,7 +162,10 @@ def attribute(question: str, reply: str, hits: Sequence[Hit], vectors: SentenceE
     reply_vectors = np.stack(vectors.embed([f"{question} {_TAG.sub(' ', text)}" for text, _ in statements]))
     similarity = reply_vectors @ source_vectors.T
     pool_terms = {id(s): set(terms(s.text)) for s in pool}
-    around = {id(h): " ".join([h.text, *(str(h.metadata.get(k, "")) for k in ("title", "author"))]) for h in hits}
+    # per chunk, once: the words its names may stand in (text, title, byline) and those of its date
+    around = {id(h): word_set(" ".join([h.text, *(str(h.metadata.get(k, "")) for k in ("title", "author"))]))
+              for h in hits}
+    dated = {id(h): word_set(str(h.metadata.get("date", "")).replace("-", " ")) for h in hits}
     result = Attribution()
     for i, (text, cited) in enumerate(statements):
         if _loops(text):
@@ -170,14 +178,13 @@ def attribute(question: str, reply: str, hits: Sequence[Hit], vectors: SentenceE
         for j, s in enumerate(pool):
             if similarity[i, j] < MIN_SIMILARITY:
                 continue
+            if not (numbers or names) and len(words & pool_terms[id(s)]) < 2:
+                continue  # nothing specific in common: "More at the agency's site" is not a claim of it
             for quote_sentences in _windows(s, pool, similarity[i]):
                 window = " ".join(x.text for x in quote_sentences)
                 held = set().union(*(pool_terms[id(x)] for x in quote_sentences))
                 share = len(words & held) / len(words) if words else 1.0
-                if not (numbers or names) and len(words & pool_terms[id(s)]) < 2:
-                    continue  # nothing specific in common: "More at the agency's site" is not a claim of it
-                if share < MIN_TERM_SHARE or not holds(window, numbers, names, around[id(s.hit)],
-                                                        str(s.hit.metadata.get("date", ""))):
+                if share < MIN_TERM_SHARE or not holds(window, numbers, names, around[id(s.hit)], dated[id(s.hit)]):
                     continue
                 if not all(verify_quote(q, window) for q in quoted):
                     continue

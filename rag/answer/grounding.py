@@ -19,7 +19,8 @@ _IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
 _LINK = re.compile(r"\[([^\]]+)\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 _HTML = re.compile(r"</?[a-zA-Z][^>]*>")
 _URL = re.compile(r"\b(?:https?|ftp)://[^\s<>()\]]+|\bwww\.[^\s<>()\]]+", re.I)
-_CITATION_GROUP = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+#: A citation group as a reply writes it: "[2]", "[1, 3]" (the numbers in group 1).
+CITATION_GROUP = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 _QUOTE = re.compile(r"[\"“]([^\"“”]{8,}?)[\"”]")
 UNVERIFIED_MARK = " [unverified quote]"
 
@@ -68,7 +69,7 @@ def ground(text: str, hits: Sequence[Hit]) -> Grounded:
                 removed.append(old)
         return "".join(f"[{n}]" for n in dict.fromkeys(kept))
 
-    text = _CITATION_GROUP.sub(renumber, text)
+    text = CITATION_GROUP.sub(renumber, text)
     text = re.sub(r"\s+([.,;:])", r"\1", re.sub(r"[ \t]{2,}", " ", text)).strip()
     hit_for = {new: hits[old - 1] for old, new in mapping.items()}
     result = Grounded(text, sorted(hit_for), hit_for, removed_citations=removed)

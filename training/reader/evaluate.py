@@ -53,11 +53,11 @@ def calibrate_cover(logits: Logits, tokenizer: object, examples: Sequence[Exampl
     windows = encode_pairs(tokenizer, [e.question for e in answerable], passages, max_len=max_len, stride=stride,
                            max_question=max_question)
     computed = logits(windows)
+    golds = [[a for a, _ in e.answers] for e in answerable]
     table = []
     for cover in COVER_GRID:
         spans = spans_of(windows, computed, passages, cover)
         texts = [s.text if s else "" for s in spans]
-        golds = [[a for a, _ in e.answers] for e in answerable]
         table.append({
             "cover": cover,
             "contains": float(np.mean([any(normalize_answer(g) in normalize_answer(t) for g in gs)
