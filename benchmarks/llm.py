@@ -36,6 +36,7 @@ def measure(data: Path, model: Path, threads: int, questions: list[str], *, sync
 
     Each row keeps the answer call's prompt (its random fence tag written as "{tag}") and raw reply.
     """
+    from rag.answer.prompts import untagged
     from rag.index import Index
     from rag.pipeline import QAPipeline
     from rag.settings import load_settings
@@ -77,15 +78,10 @@ def measure(data: Path, model: Path, threads: int, questions: list[str], *, sync
             "used": answer.backend == client.name and not answer.refused, "refused": answer.refused,
             "reason": reason.group(1) if reason else ("" if answer.backend == client.name else answer.notice),
             "llm_use": answer.llm_use, "answer": answer.text,
-            "prompt": [_untagged(m) for m in exchanges[-1][0]] if exchanges else None,
+            "prompt": [{**m, "content": untagged(m["content"])} for m in exchanges[-1][0]] if exchanges else None,
             "reply": exchanges[-1][1] if exchanges else None,
         })
     return {"threads": threads, "load_s": load_s, "rows": rows}
-
-
-def _untagged(message: dict[str, str]) -> dict[str, str]:
-    """A prompt message with its per-request fence tag written as "{tag}" (so prompts compare across runs)."""
-    return {**message, "content": re.sub(r"source-[0-9a-f]{8}\b", "source-{tag}", message["content"])}
 
 
 def benchmark_model() -> tuple[Path, tuple[int, ...]]:

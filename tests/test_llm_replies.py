@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from rag.answer.prompts import untagged
 from rag.evaluate import contains_any
 from rag.quotes import verify_quote
 from rag.text import split_sentences
@@ -24,10 +25,6 @@ from .fakes.llm_servers import FakeOpenAI
 
 FIXTURES = sorted((REPO / "tests" / "fixtures" / "llm_replies").glob("*.json"))
 RECORD = "python -m benchmarks.llm record {model} tests/fixtures/llm_replies/{name}"
-
-
-def _untagged(text: str) -> str:
-    return re.sub(r"source-[0-9a-f]{8}\b", "source-{tag}", text)
 
 
 @pytest.fixture(scope="module", params=FIXTURES, ids=[p.stem for p in FIXTURES])
@@ -44,7 +41,7 @@ def replayed(request: pytest.FixtureRequest, built_data_dir: Path, embedder):  #
             sent: list[list[dict[str, str]]] = []
 
             def reply(req, row=row, sent=sent) -> str:  # noqa: ANN001
-                sent.append([{"role": m["role"], "content": _untagged(m["content"])} for m in req.messages])
+                sent.append([{"role": m["role"], "content": untagged(m["content"])} for m in req.messages])
                 return row["reply"]
 
             if row["reply"] is not None:

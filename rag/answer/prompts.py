@@ -59,11 +59,18 @@ TURN_MARKERS = (
 #: model mangles it (another tag, no tag, no attributes).
 _FENCE = re.compile(r"</?\s*source(?:-[0-9a-f]{1,32})?\b[^<>\n]{0,400}>", re.IGNORECASE)
 #: A fence opening the model never closed (it ran on into the title: gemma-3-270m, recorded): to the line's end.
+_TAGGED = re.compile(r"source-[0-9a-f]{8}\b")  # a fence name as new_tag() makes it
 _OPEN_FENCE = re.compile(r"<\s*source-[0-9a-f]{1,32}\b[^<>\n]*$", re.IGNORECASE | re.MULTILINE)
 
 
 def new_tag() -> str:
     return secrets.token_hex(4)
+
+
+def untagged(text: str) -> str:
+    """`text` with each request's random fence tag written as "{tag}", so prompts compare across requests
+    (recorded replies are replayed only to the prompt they answered)."""
+    return _TAGGED.sub("source-{tag}", text)
 
 
 def instructions(extra: str = "") -> str:
