@@ -52,10 +52,14 @@ def preview(partial: str) -> str:
     return strip_links(strip_fences(cut_at_turn_marker(partial))[0], set())
 
 
+def source_urls(hits: Sequence[Hit]) -> set[str]:
+    """The sources' own URLs: the only links a reply may keep."""
+    return {str(h.metadata.get("url")) for h in hits if h.metadata.get("url")}
+
+
 def ground(text: str, hits: Sequence[Hit]) -> Grounded:
     """Renumber valid citations 1..k, drop invalid ones, verify quotes against the cited source."""
-    allowed = {str(h.metadata.get("url")) for h in hits if h.metadata.get("url")}
-    text = strip_links(text, allowed)
+    text = strip_links(text, source_urls(hits))
     mapping: dict[int, int] = {}
     removed: list[int] = []
 

@@ -26,7 +26,7 @@ from . import structured
 from .attribution import Attribution, attribute
 from .evidence import Evidence
 from .excerpts import as_hits, excerpts, mode_for
-from .grounding import Grounded, ground, strip_links
+from .grounding import Grounded, ground, source_urls, strip_links
 from .prompts import (
     DONT_KNOW, TURN_MARKERS, condense_prompt, cut_at_turn_marker, instructions, new_tag, strip_fences, system_prompt,
     user_prompt,
@@ -178,7 +178,7 @@ class LLMAnswerer:
         # Numbered as the model saw them, then the retrieved chunks it did not see: a sentence may be
         # supported by one of those (the byline's article, read in sentences mode) and is cited to it.
         numbered = sent + [h for h in hits if all(h is not s for s in sent)]
-        attribution = attribute(standalone, strip_links(raw, _urls(numbered)), numbered, extractive.sentences)
+        attribution = attribute(standalone, strip_links(raw, source_urls(numbered)), numbered, extractive.sentences)
         if not attribution.supported:
             return offline("it echoed a source instead of answering" if fences
                            else "nothing it said is supported by the articles")
@@ -200,11 +200,9 @@ class LLMAnswerer:
 def _sources(attribution: Attribution, grounded: Grounded, numbered: Sequence[Hit]) -> tuple[Source, ...]:
     """The cited sources, each quoting the sentences that support the answer (and the model's own verified
     quotes that those do not already show), in article order."""
-    quotes: dict[int, list[str]] = {}  # by number in `numbered`
+    quotes: dict[int, list[str]] = {}  # by number in `numbered`; repeats go with the containment check below
     for _, support in attribution.supported:
-        kept = quotes.setdefault(support.source, [])
-        if support.quote not in kept:
-            kept.append(support.quote)
+        quotes.setdefault(support.source, []).append(support.quote)
     sources = []
     for n in grounded.cited:
         hit = grounded.hit_for[n]
@@ -236,10 +234,6 @@ def _position(quote: str, text: str) -> int:
     """Where a verbatim quote starts in `text` (compared normalised), so a source's quotes show in article order."""
     at = normalize(text).find(fragments(quote)[0]) if fragments(quote) else -1
     return at if at >= 0 else len(text)
-
-
-def _urls(hits: Sequence[Hit]) -> set[str]:
-    return {str(h.metadata.get("url")) for h in hits if h.metadata.get("url")}
 
 
 def _cited(attribution: Attribution, raw: str) -> str:
