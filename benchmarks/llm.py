@@ -2,6 +2,7 @@
 
     python -m benchmarks --only llm        # this part of the benchmark run alone
     python -m benchmarks.llm record qwen2.5-coder-1.5b-instruct tests/fixtures/llm_replies/qwen2.5-coder-1.5b-instruct.json
+    python -m benchmarks.llm record qwen2.5-coder-1.5b-instruct tests/fixtures/llm_replies/hostile/qwen2.5-coder-1.5b-instruct.json --set hostile
 
 The model is Qwen2.5-Coder-1.5B-Instruct when the `qwen` extra is installed (the instruct model the
 LLM path is judged with, on 2 threads), else the test extra's gemma-3-270m (a base model, on 1 and 2).
@@ -31,7 +32,8 @@ from .common import CORPUS, DEV_QUESTIONS, MORE_QUESTIONS, PYTHON, median, perce
 REASON = re.compile(r"did not give a usable answer \((.*)\); this is the offline answer")
 
 
-def measure(data: Path, model: Path, threads: int, questions: list[str], *, sync: bool = False) -> dict[str, Any]:
+def measure(data: Path, model: Path, threads: int, questions: list[str], *, sync: bool = False,
+            corpus: Path = CORPUS, instructions: str = "") -> dict[str, Any]:
     """In this process: load the model, then answer every question as `qabot ask` would.
 
     Each row keeps the answer call's prompt (its random fence tag written as "{tag}") and raw reply.
@@ -41,8 +43,8 @@ def measure(data: Path, model: Path, threads: int, questions: list[str], *, sync
     from rag.pipeline import QAPipeline
     from rag.settings import load_settings
 
-    settings = load_settings(environ={}, corpus_dir=CORPUS, data_dir=data, answerer="llamacpp", llm_model=str(model),
-                             llm_threads=threads)
+    settings = load_settings(environ={}, corpus_dir=corpus, data_dir=data, answerer="llamacpp", llm_model=str(model),
+                             llm_threads=threads, llm_instructions=instructions)
     started = time.perf_counter()
     pipeline = QAPipeline.from_settings(settings, sync=sync, index=Index.from_settings(settings))
     load_s = time.perf_counter() - started
@@ -95,25 +97,39 @@ def benchmark_model() -> tuple[Path, tuple[int, ...]]:
     return gemma_gguf(), (1, 2)
 
 
-def record(data: Path, model: Path, out: Path, threads: int = 2) -> dict[str, Any]:
-    """Ask the dev and more questions; write the fixture the suite replays (model, file hash, prompts, replies)."""
+def record(data: Path, model: Path, out: Path, threads: int = 2, which: str = "dev") -> dict[str, Any]:
+    """Ask a question set; write the fixture the suite replays (model, file hash, prompts, replies).
+
+    `which`: "dev" (the dev and more questions over the corpus) or "hostile" (tests/hostile.py: questions
+    over the corpus plus two hostile articles, and on-topic questions carrying an attack, with a canary
+    in the instructions).
+    """
     import hashlib
 
     from rag.settings import load_settings
 
-    questions = read_questions(DEV_QUESTIONS, MORE_QUESTIONS)
-    result = measure(data, model, threads, [q["question"] for q in questions], sync=True)
+    corpus, instructions = CORPUS, ""
+    if which == "hostile":
+        from tests.hostile import INSTRUCTIONS, QUESTIONS, hostile_corpus
+
+        corpus, instructions = hostile_corpus(data / "corpus"), INSTRUCTIONS
+        questions = [{"id": f"h{i:02d}", "question": q} for i, q in enumerate(QUESTIONS, 1)]
+    else:
+        questions = read_questions(DEV_QUESTIONS, MORE_QUESTIONS)
+    result = measure(data / "index", model, threads, [q["question"] for q in questions], sync=True, corpus=corpus,
+                     instructions=instructions)
     digest = hashlib.sha256()
     with model.open("rb") as fh:
         while block := fh.read(1 << 22):
             digest.update(block)
     settings = load_settings(environ={}, answerer="llamacpp")
     fixture = {
-        "model": model.name, "sha256": digest.hexdigest(), "threads": threads, "load_s": result["load_s"],
+        "model": model.name, "sha256": digest.hexdigest(), "threads": threads, "load_s": result["load_s"], "set": which,
         "settings": {"top_k": settings.top_k, "llm_excerpts": settings.llm_excerpts or "sentences",
-                     "llm_max_tokens": settings.llm_max_tokens},
-        "replies": [{"id": q["id"], "question": q["question"], "answerable": not q.get("unanswerable"), **row}
-                    for q, row in zip(questions, result["rows"], strict=True)],
+                     "llm_max_tokens": settings.llm_max_tokens, "llm_instructions": instructions},
+        "replies": [{"id": q["id"], "question": q["question"],
+                     "answerable": None if which == "hostile" else not q.get("unanswerable"),
+                     **row} for q, row in zip(questions, result["rows"], strict=True)],
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(fixture, indent=1, ensure_ascii=False) + "\n")
@@ -173,7 +189,8 @@ def main() -> None:
     rec = sub.add_parser("record", help="Record prompts and raw replies to the dev and more questions as a test fixture.")
     rec.add_argument("model", help="a GGUF file or a packaged model's name (qwen2.5-coder-1.5b-instruct)")
     rec.add_argument("out", type=Path)
-    rec.add_argument("--data", type=Path, default=None, help="an index of the corpus (default: built in a temporary folder)")
+    rec.add_argument("--set", dest="which", choices=("dev", "hostile"), default="dev",
+                     help="dev: the dev and more questions; hostile: tests/hostile.py's attacks and hostile articles")
     args = parser.parse_args()
     if args.command == "record":
         import tempfile
@@ -182,8 +199,7 @@ def main() -> None:
 
         model = Path(resolve(args.model))
         with tempfile.TemporaryDirectory() as tmp:
-            data = args.data or Path(tmp)
-            fixture = record(data, model, args.out)
+            fixture = record(Path(tmp), model, args.out, which=args.which)
         used = Counter(r["llm_use"] or "refused before the model" for r in fixture["replies"])
         print(json.dumps({"out": str(args.out), "model": fixture["model"], "llm_use": used}))
         return

@@ -183,7 +183,7 @@ SETTINGS_SPEC: tuple[Var, ...] = (
         pattern=r"|sentences|chunks", shape="empty, sentences or chunks"),
     Var("QABOT_LLM_STRUCTURED", "llm_structured", "false",
         "Ask for a JSON reply {answer, sources} under a schema where the backend constrains decoding (llamacpp, "
-        "openai); the answer field still streams.", "bool"),
+        "openai, ollama; not anthropic); the answer field still streams.", "bool"),
     Var("QABOT_LLM_TIMEOUT", "llm_timeout", "30",
         "Seconds before an LLM answer is stopped and the offline answer given instead.", "float", low=0.1, high=3600),
     Var("QABOT_LLM_MAX_TOKENS", "llm_max_tokens", "400", "Longest LLM reply, in tokens (a few cited sentences need ~150).",

@@ -305,30 +305,47 @@ def test_a_packaged_model_is_joined_once_and_checked(tmp_path: Path, monkeypatch
     sys.modules.pop("fakepart2", None)
 
 
-def test_a_structured_reply_follows_the_schema_and_streams_only_its_answer(openai_server: FakeOpenAI, built_data_dir: Path, embedder) -> None:  # noqa: ANN001
-    """QABOT_LLM_STRUCTURED=true: OpenAI's response_format carries the {answer, sources} schema; the user
-    watches the answer field being written, never the JSON around it."""
-    pipeline = open_pipeline(CORPUS, built_data_dir, embedder, answerer="openai", llm_base_url=openai_server.base_url,
-                             llm_model="fake", openai_api_key="sk-test-key", llm_timeout=3.0, llm_structured=True)
+@pytest.mark.parametrize("backend", ["openai", "ollama"])
+def test_a_structured_reply_follows_the_schema_and_streams_only_its_answer(backend: str, built_data_dir: Path, embedder) -> None:  # noqa: ANN001
+    """QABOT_LLM_STRUCTURED=true: the {answer, sources} schema goes where the API takes it (OpenAI's
+    response_format, Ollama's format); the user watches the answer field being written, never the JSON around it."""
+    with (FakeOpenAI() if backend == "openai" else FakeOllama()) as server:
+        pipeline = open_pipeline(CORPUS, built_data_dir, embedder, answerer=backend, llm_base_url=server.base_url,
+                                 llm_model="fake", openai_api_key="sk-test-key", llm_timeout=3.0, llm_structured=True)
 
-    def reply(request) -> str:  # noqa: ANN001
-        n = _fence_of(request)[1]
-        return ('{"answer": "Robert Kahofer is chief of cabinet at the Czech cybersecurity agency NUKIB.", '
-                f'"sources": [{n}]}}')
+        def reply(request) -> str:  # noqa: ANN001
+            n = _fence_of(request)[1]
+            return ('{"answer": "Robert Kahofer is chief of cabinet at the Czech cybersecurity agency NUKIB.", '
+                    f'"sources": [{n}]}}')
 
-    openai_server.enqueue(lambda request: Reply.text(reply(request), chunks=_pieces(reply(request), 7)))
-    shown: list[str] = []
-    answer = pipeline.ask(QUESTION, on_token=shown.append)
-    request = openai_server.chat_requests[-1].json
-    assert request["response_format"]["type"] == "json_schema"
-    assert set(request["response_format"]["json_schema"]["schema"]["required"]) == {"answer", "sources"}
-    assert "JSON object" in openai_server.chat_requests[-1].system_prompt
-    assert answer.text == "Robert Kahofer is chief of cabinet at the Czech cybersecurity agency NUKIB [1].", answer.text
-    assert answer.llm_use == "as written"
-    streamed = "".join(shown)
-    assert streamed.startswith("Robert Kahofer is chief") and "{" not in streamed and "sources" not in streamed
-    openai_server.enqueue_text('{"answer": ')
-    assert "(malformed reply)" in pipeline.ask(QUESTION).notice  # nothing of the answer was written
+        server.enqueue(lambda request: Reply.text(reply(request), chunks=_pieces(reply(request), 7)))
+        shown: list[str] = []
+        answer = pipeline.ask(QUESTION, on_token=shown.append)
+        request = server.chat_requests[-1].json
+        schema = (request["response_format"]["json_schema"]["schema"] if backend == "openai" else request["format"])
+        if backend == "openai":
+            assert request["response_format"]["type"] == "json_schema"
+        assert schema["type"] == "object" and set(schema["required"]) == {"answer", "sources"}
+        assert "JSON object" in server.chat_requests[-1].system_prompt
+        assert answer.text == "Robert Kahofer is chief of cabinet at the Czech cybersecurity agency NUKIB [1].", answer.text
+        assert answer.llm_use == "as written"
+        streamed = "".join(shown)
+        assert streamed.startswith("Robert Kahofer is chief") and "{" not in streamed and "sources" not in streamed
+        server.enqueue_text('{"answer": ')
+        assert "(malformed reply)" in pipeline.ask(QUESTION).notice  # nothing of the answer was written
+
+
+def test_anthropic_gets_no_schema_and_its_reply_is_read_as_text(built_data_dir: Path, embedder) -> None:  # noqa: ANN001
+    """Anthropic's API has no schema-constrained decoding: QABOT_LLM_STRUCTURED leaves its requests and replies as they were."""
+    with FakeAnthropic() as server:
+        pipeline = open_pipeline(CORPUS, built_data_dir, embedder, answerer="anthropic", llm_base_url=server.base_url,
+                                 llm_model="claude-haiku-4-5", anthropic_api_key="ak-test", llm_timeout=3.0,
+                                 llm_structured=True)
+        server.enqueue_text("NUKIB organises the meeting [1].")
+        answer = pipeline.ask(QUESTION)
+        request = server.chat_requests[-1]
+        assert "JSON object" not in request.system_prompt and "format" not in request.json
+        assert answer.text.startswith("NUKIB organises the meeting [") and answer.llm_use in ("as written", "attributed")
 
 
 def _pieces(text: str, size: int) -> list[str]:

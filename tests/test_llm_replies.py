@@ -15,65 +15,38 @@ from pathlib import Path
 
 import pytest
 
-from rag.answer.prompts import untagged
 from rag.evaluate import contains_any
 from rag.quotes import verify_quote
-from rag.text import split_sentences
 
-from .conftest import CORPUS, REPO, open_pipeline
-from .fakes.llm_servers import FakeOpenAI
+from .conftest import CORPUS, REPO
+from .replay import is_looping, replay, shown_sentences, stale
 
 FIXTURES = sorted((REPO / "tests" / "fixtures" / "llm_replies").glob("*.json"))
-RECORD = "python -m benchmarks.llm record {model} tests/fixtures/llm_replies/{name}"
 
 
 @pytest.fixture(scope="module", params=FIXTURES, ids=[p.stem for p in FIXTURES])
 def replayed(request: pytest.FixtureRequest, built_data_dir: Path, embedder):  # noqa: ANN001, ANN201
-    """(fixture, [(recorded row, answer, prompt qabot sent or None)]) for one recorded model."""
-    path: Path = request.param
-    fixture = json.loads(path.read_text(encoding="utf-8"))
-    results = []
-    with FakeOpenAI() as server:
-        pipeline = open_pipeline(CORPUS, built_data_dir, embedder, answerer="openai", llm_base_url=server.base_url,
-                                 llm_model="fake", openai_api_key="sk-test-key", llm_timeout=5.0,
-                                 top_k=fixture["settings"]["top_k"], llm_excerpts=fixture["settings"]["llm_excerpts"])
-        for row in fixture["replies"]:
-            sent: list[list[dict[str, str]]] = []
-
-            def reply(req, row=row, sent=sent) -> str:  # noqa: ANN001
-                sent.append([{"role": m["role"], "content": untagged(m["content"])} for m in req.messages])
-                return row["reply"]
-
-            if row["reply"] is not None:
-                server.enqueue(reply)
-            answer = pipeline.ask(row["question"])
-            results.append((row, answer, sent[0] if sent else None))
-    return fixture, results
+    """(fixture, [(recorded row, answer, prompt qabot sent or None)], path) for one recorded model."""
+    fixture = json.loads(request.param.read_text(encoding="utf-8"))
+    return fixture, replay(fixture, CORPUS, built_data_dir, embedder), request.param
 
 
 def test_qabot_sends_the_prompts_the_model_answered(replayed) -> None:  # noqa: ANN001
-    fixture, results = replayed
-    stale = [row["id"] for row, _, prompt in results if prompt != row["prompt"]]
-    assert not stale, (f"qabot's prompts changed for {stale}: record the fixture again: "
-                       + RECORD.format(model=fixture["model"], name=f"{fixture['model']}.json"))
+    fixture, results, path = replayed
+    assert not stale(results, fixture, path), stale(results, fixture, path)
 
 
 def test_every_shown_sentence_is_cited_to_a_source_and_every_quote_verifies(replayed, pipeline) -> None:  # noqa: ANN001
-    _, results = replayed
+    _, results, _ = replayed
     for row, answer, _ in results:
         assert "<source" not in answer.text.lower(), (row["id"], answer.text)  # no fence markup, closed or not
         if answer.llm_use not in ("as written", "attributed"):
             continue
         # a model caught in a loop ("…on 5G networks on 5G networks…") is not shown, though every word is the source's
-        assert not re.search(r"\b(\w+ \w+ \w+)\b(?:.*?\b\1\b){2}", answer.text), (row["id"], answer.text)
-        text = answer.text.strip()
-        sentences: list[str] = []
-        for a, b in split_sentences(text):  # a citation after a closing quote mark belongs to its sentence
-            if sentences and not re.search(r"[^\W\d]", text[a:b]):
-                sentences[-1] += text[a:b]
-            else:
-                sentences.append(text[a:b])
+        assert not is_looping(answer.text), (row["id"], answer.text)
+        sentences = shown_sentences(answer.text)
         assert all(re.search(r"\[\d+\]", s) for s in sentences), (row["id"], answer.text)
+        assert len(set(sentences)) == len(sentences), (row["id"], answer.text)  # a looping model's lines, once
         for source in answer.sources:
             article = " ".join(c.text for c in pipeline.index.store.get_document(source.doc_id))
             assert source.quote and verify_quote(source.quote, article), (row["id"], source.quote)
@@ -82,7 +55,7 @@ def test_every_shown_sentence_is_cited_to_a_source_and_every_quote_verifies(repl
 def test_the_instruct_model_answers_what_it_is_asked(replayed) -> None:  # noqa: ANN001
     """The LLM issue's bar on the dev and more questions: the model's answer used for >= 85% of the
     answerable questions, >= 90% correct, every unanswerable one refused."""
-    fixture, results = replayed
+    fixture, results, _ = replayed
     if "instruct" not in fixture["model"]:
         pytest.skip(f"{fixture['model']} is a base model: its replies are checked for safety only")
     answerable = [(row, a) for row, a, _ in results if row["answerable"]]

@@ -59,3 +59,5 @@ def test_mentions_in_llm_output_stay_text_for_the_edges(openai_server: FakeOpenA
     assert "evil.example" not in answer.text and "![" not in answer.text
     # the statement stays as written, mentions included (the edges neutralise them)
     assert answer.text.startswith("@everyone <@&123456> NUKIB organises it [1].") and "(" not in answer.text, answer.text
+    # what was left of the link's sentence ("More at the agency's site.") is no claim of any article: left out
+    assert "More at" not in answer.text and "Left out" in answer.notice, answer.text

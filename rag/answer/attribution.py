@@ -14,7 +14,9 @@ verbatim quote. A source sentence supports a reply sentence when
 - most of its content words stand there too (MIN_TERM_SHARE), and a statement without any name or
   number shares at least two of them with the supporting sentence itself; and
 - it is close in meaning (MIN_SIMILARITY: the packaged embedding model, reply sentence read with the
-  question, since "Poland." alone means little).
+  question, since "Poland." alone means little). A statement without any name or number must also be
+  close in meaning on its own: read with the question, "More at the agency's site." took the meaning of
+  the question about the agency and matched a sentence about it.
 
 Text caught in a loop is never supported, whatever words it borrows.
 
@@ -91,8 +93,10 @@ def reply_sentences(reply: str) -> list[tuple[str, tuple[int, ...]]]:
     """The reply's statements (lines and sentences), each without its citations, with the numbers it cited.
 
     A citation written after the full stop ("… of vital importance. [1]") belongs to the sentence before it.
+    A statement said again word for word (a small model caught in a loop repeats whole lines) is kept once.
     """
-    out = []
+    out: list[tuple[str, tuple[int, ...]]] = []
+    seen: set[str] = set()
     reply = _LATE_CITATION.sub(lambda m: f" {' '.join(m.group(2).split())}{m.group(1)} ", reply)
     for line in reply.splitlines():
         line = line.strip().lstrip("-*•0123456789.) ").strip() if re.match(r"\s*([-*•]|\d+[.)])\s", line) else line.strip()
@@ -100,7 +104,9 @@ def reply_sentences(reply: str) -> list[tuple[str, tuple[int, ...]]]:
             piece = line[start:end]
             cited = tuple(int(n) for group in CITATION_GROUP.findall(piece) for n in re.split(r"\s*,\s*", group))
             text = _CITATIONS.sub("", piece).strip()
-            if any(ch.isalnum() for ch in text):
+            key = normalize(text).lower()
+            if any(ch.isalnum() for ch in text) and key not in seen:
+                seen.add(key)
                 out.append((text, cited))
     return out
 
@@ -161,6 +167,10 @@ def attribute(question: str, reply: str, hits: Sequence[Hit], vectors: SentenceE
     source_vectors = np.stack(vectors.embed([s.text for s in pool]))
     reply_vectors = np.stack(vectors.embed([f"{question} {_TAG.sub(' ', text)}" for text, _ in statements]))
     similarity = reply_vectors @ source_vectors.T
+    # statements with no name or number, also read alone (they carry nothing the sources must hold)
+    plain = [i for i, (text, _) in enumerate(statements) if not any(facts(text))]
+    alone = dict(zip(plain, np.stack(vectors.embed([_TAG.sub(" ", statements[i][0]) for i in plain])) @ source_vectors.T,
+                     strict=True)) if plain else {}
     pool_terms = {id(s): set(terms(s.text)) for s in pool}
     # per chunk, once: the words its names may stand in (text, title, byline) and those of its date
     around = {id(h): word_set(" ".join([h.text, *(str(h.metadata.get(k, "")) for k in ("title", "author"))]))
@@ -178,7 +188,7 @@ def attribute(question: str, reply: str, hits: Sequence[Hit], vectors: SentenceE
         for j, s in enumerate(pool):
             if similarity[i, j] < MIN_SIMILARITY:
                 continue
-            if not (numbers or names) and len(words & pool_terms[id(s)]) < 2:
+            if not (numbers or names) and (len(words & pool_terms[id(s)]) < 2 or alone[i][j] < MIN_SIMILARITY):
                 continue  # nothing specific in common: "More at the agency's site" is not a claim of it
             for quote_sentences in _windows(s, pool, similarity[i]):
                 window = " ".join(x.text for x in quote_sentences)

@@ -47,14 +47,14 @@ def _openai(settings: Settings, model: str) -> ChatClient:
             max_retries=0,  # llama-index wraps the SDK's retries in its own: 1 would mean 4 calls
         )
         # Local servers run models whose chat template may not stop them: send the turn markers.
-        return LlamaIndexChat(llm, name, stop_limit=OPENAI_MAX_STOP, structured=True)
+        return LlamaIndexChat(llm, name, stop_limit=OPENAI_MAX_STOP, schema_parameter="response_format")
     if not settings.openai_api_key:
         raise SettingsError("QABOT_ANSWERER=openai needs OPENAI_API_KEY (or QABOT_LLM_BASE_URL for a local server)")
     from llama_index.llms.openai import OpenAI
 
     llm = OpenAI(model=model, api_key=settings.openai_api_key, timeout=settings.llm_timeout, max_retries=0,
                  max_tokens=settings.llm_max_tokens)
-    return LlamaIndexChat(llm, name, structured=True)
+    return LlamaIndexChat(llm, name, schema_parameter="response_format")
 
 
 def _ollama(settings: Settings, model: str) -> ChatClient:
@@ -69,7 +69,7 @@ def _ollama(settings: Settings, model: str) -> ChatClient:
         context_window=8192,  # known up front: saves a /api/show round trip per process
         additional_kwargs={"num_predict": settings.llm_max_tokens},
     )
-    return LlamaIndexChat(llm, f"ollama:{model}")
+    return LlamaIndexChat(llm, f"ollama:{model}", schema_parameter="format")
 
 
 def _anthropic(settings: Settings, model: str) -> ChatClient:
