@@ -178,7 +178,7 @@ SETTINGS_SPEC: tuple[Var, ...] = (
     Var("QABOT_LLM_INSTRUCTIONS", "llm_instructions", "",
         "Extra instructions appended to the LLM's system prompt (e.g. 'Answer in German.')."),
     Var("QABOT_LLM_EXCERPTS", "llm_excerpts", "",
-        "What the LLM reads of each retrieved chunk: sentences (the best ones with their neighbours: a short prompt, "
+        "What the LLM reads of each retrieved chunk: sentences (the best three: a short prompt, "
         "for models on this machine) or chunks (whole); empty picks by backend (llamacpp, ollama: sentences).",
         pattern=r"|sentences|chunks", shape="empty, sentences or chunks"),
     Var("QABOT_LLM_STRUCTURED", "llm_structured", "false",

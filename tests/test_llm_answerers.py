@@ -270,6 +270,21 @@ def test_a_citation_to_the_wrong_source_is_moved_to_the_one_that_says_it(openai_
     assert "chief of cabinet at Czech cybersecurity agency NUKIB" in answer.sources[0].quote
 
 
+def test_a_citation_written_in_words_cites_its_own_sentence(openai_server: FakeOpenAI, openai_pipeline: QAPipeline) -> None:
+    """Qwen wrote "According to source 2, Huawei warned…" (recorded): the "2" is a citation, not a number the
+    article must hold, and it cites the sentence it opens."""
+    def reply(request) -> str:  # noqa: ANN001
+        nukib = _fence_of(request)[1]
+        return (f"According to source {nukib}, Kahofer is chief of cabinet at the Czech cybersecurity agency NUKIB. "
+                f"The meeting is in Prague (excerpt {nukib}).")
+
+    openai_server.enqueue(reply)
+    answer = openai_pipeline.ask(QUESTION)
+    assert answer.llm_use in ("as written", "attributed"), answer.notice
+    assert answer.text.startswith("Kahofer is chief of cabinet at the Czech cybersecurity agency NUKIB [1]."), answer.text
+    assert "source" not in answer.text.lower() and "excerpt" not in answer.text.lower()
+
+
 def test_a_packaged_model_is_joined_once_and_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A GGUF uploaded to PyPI in parts (the qwen extra): joined into the cache, its sha256 checked."""
     import hashlib

@@ -58,6 +58,10 @@ _ACRONYM = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]?")
 _TAG = re.compile(r"\bsource-[0-9a-f]{1,32}\b|<[@#][!&]?\d+>|@(?:everyone|here)\b")
 _LATE_CITATION = re.compile(r"([.!?])\s*((?:\[\d+(?:\s*,\s*\d+)*\]\s*)+)")
 _QUOTED = re.compile(r"[\"“][^\"“”]*[\"”]")
+#: A citation written in words: "According to source 2, …", "(excerpt 1)", "as stated in source 3". Its
+#: number is no fact of the sentence (a supporting sentence need not say "2"): it cites its own sentence.
+_WORDED_CITATION = re.compile(r"(?:\b(?:according to|as (?:stated|reported|said) in|as per|in|from)\s+)?\(?\b(?:the\s+)?"
+                              r"(?:source|excerpt)\s+(?:no\.?\s*|#)?(\d{1,2})\b\)?,?", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,13 @@ def reply_sentences(reply: str) -> list[tuple[str, tuple[int, ...]]]:
         for start, end in split_sentences(line):
             piece = line[start:end]
             cited = tuple(int(n) for group in CITATION_GROUP.findall(piece) for n in re.split(r"\s*,\s*", group))
+            cited += tuple(int(n) for n in _WORDED_CITATION.findall(piece))
             text = _CITATIONS.sub("", piece).strip()
+            if cited and _WORDED_CITATION.search(text):
+                opens = _WORDED_CITATION.match(text)
+                text = re.sub(r"\s+([.,;:!?])", r"\1", " ".join(_WORDED_CITATION.sub(" ", text).split()))
+                if opens and text[:1].islower():  # "As stated in source 3 the deal…"
+                    text = text[0].upper() + text[1:]
             key = normalize(text).lower()
             if any(ch.isalnum() for ch in text) and key not in seen:
                 seen.add(key)

@@ -1,9 +1,9 @@
-"""What an LLM reads: whole retrieved chunks, or only their best sentences with their neighbours.
+"""What an LLM reads: whole retrieved chunks, or only their best sentences.
 
 A small local model spends most of its time reading the prompt (Qwen2.5-Coder-1.5B on 2 cores: ~60
-prompt tokens a second, so five chunks of ~200 wordpieces cost ~20 s before the first word). The
-evidence ranking (evidence.py) already knows which sentences answer; sending those, each with the
-sentence before and after it, keeps what the answer needs and drops most of the rest. Hosted models
+prompt tokens a second, so five chunks of ~200 wordpieces cost ~20 s before the first word, and the
+first word comes when the prompt is read). The evidence ranking (evidence.py) already knows which
+sentences answer; sending those keeps what the answer needs and drops most of the rest. Hosted models
 read fast and gain from context, so they get whole chunks (QABOT_LLM_EXCERPTS decides; the default
 depends on the backend, see `mode_for`).
 """
@@ -17,10 +17,12 @@ from ..nlp import annotation_of
 from ..retrieve import Hit
 from .evidence import Evidence
 
-#: Evidence statements an LLM reads in "sentences" mode, each with its neighbours: the span reader
-#: finds the answer in the best 4 for 97 of 100 squad2-dev questions (reading.py). On the dev questions
-#: the user prompt's median is 236 words this way, 353 with 6 statements, 703 with whole chunks.
-PROMPT_SENTENCES = 4
+#: Evidence sentences an LLM reads in "sentences" mode, without their neighbours. Measured with Qwen2.5-
+#: Coder-1.5B on the 29 answerable dev and more questions (user prompt, median characters; replies used /
+#: correct): the best 4 each with its neighbours 1,581 chars (26 / 29); the best 3 alone 937 chars
+#: (27 / 26, the misses: two bylines, fixed by the byline in the source header, and one list). The first
+#: token comes when the prompt is read, so this sets it: ~4 s here instead of ~8.
+PROMPT_SENTENCES = 3
 
 #: Backends that run on the user's machine get sentences; the others whole chunks.
 LOCAL_BACKENDS = frozenset({"llamacpp", "ollama"})
@@ -46,8 +48,7 @@ def excerpts(hits: Sequence[Hit], evidence: Evidence | None, mode: str) -> list[
         return [Excerpt(h, h.text) for h in hits]
     chosen: dict[int, set[int]] = {}  # id(hit) -> sentence positions
     for s in evidence.sentences[:PROMPT_SENTENCES]:
-        count = len(annotation_of(s.hit.text, s.hit.metadata).sentences)
-        chosen.setdefault(id(s.hit), set()).update(p for p in (s.position - 1, s.position, s.position + 1) if 0 <= p < count)
+        chosen.setdefault(id(s.hit), set()).add(s.position)
     # One article's chunks side by side, in reading order (they overlap: a sentence is sent once).
     doc_rank = {h.doc_id: r for r, h in reversed(list(enumerate(hits)))}
     ordered = sorted((h for h in hits if id(h) in chosen),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -56,6 +57,7 @@ class LLMAnswerer:
         self.system_extra = settings.llm_instructions
         # A JSON reply under a schema, where the backend can enforce one (structured.py)
         self.structured = settings.llm_structured and getattr(client, "structured", False)
+        self.tag = new_tag()  # the source fences' tag: drawn once, so the whole system prompt is cached (prompts.py)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=settings.max_concurrent + 2, thread_name_prefix="llm")
 
     # -- calls ------------------------------------------------------------------------------------
@@ -128,7 +130,7 @@ class LLMAnswerer:
                 llm_use=f"fallback: {reason}",
             )
 
-        tag = new_tag()
+        tag = self.tag
         chosen = excerpts(hits, evidence, mode_for(self.settings.llm_excerpts, self.settings.answerer))
         extra = "\n".join(x for x in (self.system_extra, structured.INSTRUCTION if self.structured else "") if x)
         messages = [
@@ -210,7 +212,8 @@ def _sources(attribution: Attribution, grounded: Grounded, numbered: Sequence[Hi
         # a quote another one already shows (a sentence, and the same sentence quoted with its neighbour) goes
         shown = [q for i, q in enumerate(shown) if not any(j != i and _holds(other, q) and (not _holds(q, other) or j < i)
                                                            for j, other in enumerate(shown))]
-        shown.sort(key=lambda q: _position(q, hit.text))
+        article = [h for h in numbered if h.doc_id == hit.doc_id]
+        shown.sort(key=lambda q: _position(q, article))
         sources.append(Source(
             n=n, doc_id=hit.doc_id, title=str(hit.metadata.get("title", "")), date=str(hit.metadata.get("date", "")),
             url=str(hit.metadata.get("url", "")), quote=" … ".join(q for q in shown if q), score=round(hit.dense, 4),
@@ -230,10 +233,13 @@ def _holds(quote: str, other: str) -> bool:
     return all(f in normalize(quote) for f in fragments(other))
 
 
-def _position(quote: str, text: str) -> int:
-    """Where a verbatim quote starts in `text` (compared normalised), so a source's quotes show in article order."""
-    at = normalize(text).find(fragments(quote)[0]) if fragments(quote) else -1
-    return at if at >= 0 else len(text)
+def _position(quote: str, article: Sequence[Hit]) -> int:
+    """Where a verbatim quote starts in its article (compared normalised, placed by its chunk's offset), so a
+    source's quotes show in article order and verify as one quote. A supporting sentence may stand in another
+    retrieved chunk of the article than the cited one (recorded: Qwen's two sentences on m10)."""
+    first = fragments(quote)[0] if fragments(quote) else ""
+    found = [int(h.metadata.get("start", 0)) + at for h in article if first and (at := normalize(h.text).find(first)) >= 0]
+    return min(found, default=sys.maxsize)
 
 
 def _cited(attribution: Attribution, raw: str) -> str:

@@ -2,9 +2,12 @@
 
 Retrieved text is written by strangers, so it goes inside clearly delimited blocks that the
 system prompt declares to be data, never instructions (OWASP LLM01, indirect injection).
-The delimiter carries a per-request random tag so a document cannot close the block itself.
-The tag is named only in the last line of the system prompt: everything before it is the same
-for every question, so llama.cpp reuses its processed prefix (prompt cache) across questions.
+The delimiter carries a random tag so a document cannot close the block itself: the tag is drawn
+when the answerer starts (an article written before cannot know it), and a document's own
+`</source-…` is neutralised anyway (`source_block`). It was drawn per request until the prompt's
+length set the time to the first word: with one tag per answerer the whole system prompt is the
+same for every question, so llama.cpp reuses all of it from its prompt cache (the last line,
+which names the tag, was ~38 tokens read again per question: ~0.6 s on 2 cores).
 
 Small local models echo that markup (gemma-3-270m began its replies with a copy of a source's
 opening fence) and run on into turns they invent ("<|im_start|>user ..."); `strip_fences`
@@ -83,8 +86,11 @@ def system_prompt(tag: str, extra: str = "") -> str:
 
 
 def source_block(tag: str, n: int, hit: Hit) -> str:
+    """One numbered source: its header holds the article's title, date and byline ("by Chris Donkin"), which
+    the excerpt itself rarely does once only its best sentences are sent ("Chris joined the team in 2016")."""
     meta = hit.metadata
-    header = " | ".join(x for x in (str(meta.get("title", "")), str(meta.get("date", ""))) if x)
+    author = str(meta.get("author", "")).strip()
+    header = " | ".join(x for x in (str(meta.get("title", "")), str(meta.get("date", "")), author and f"by {author}") if x)
     text = hit.text.replace(f"</source-{tag}", "</source")  # a document cannot end its own block
     return f'<source-{tag} n="{n}" title="{_attr(header)}">\n{text}\n</source-{tag}>'
 
