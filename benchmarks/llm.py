@@ -33,18 +33,21 @@ REASON = re.compile(r"did not give a usable answer \((.*)\); this is the offline
 
 
 def measure(data: Path, model: Path, threads: int, questions: list[str], *, sync: bool = False,
-            corpus: Path = CORPUS, instructions: str = "") -> dict[str, Any]:
+            corpus: Path = CORPUS, instructions: str = "", server: str = "") -> dict[str, Any]:
     """In this process: load the model, then answer every question as `qabot ask` would.
 
     Each row keeps the answer call's prompt (its random fence tag written as "{tag}") and raw reply.
+    `server`: the base URL of an OpenAI-compatible server already running the model (`--server`), asked
+    with QABOT_ANSWERER=openai and the local default QABOT_LLM_EXCERPTS=sentences, instead of llamacpp.
     """
     from rag.answer.prompts import untagged
     from rag.index import Index
     from rag.pipeline import QAPipeline
     from rag.settings import load_settings
 
-    settings = load_settings(environ={}, corpus_dir=corpus, data_dir=data, answerer="llamacpp", llm_model=str(model),
-                             llm_threads=threads, llm_instructions=instructions)
+    backend = ({"answerer": "openai", "llm_base_url": server, "llm_model": model.stem, "llm_excerpts": "sentences"}
+               if server else {"answerer": "llamacpp", "llm_model": str(model), "llm_threads": threads})
+    settings = load_settings(environ={}, corpus_dir=corpus, data_dir=data, llm_instructions=instructions, **backend)
     started = time.perf_counter()
     pipeline = QAPipeline.from_settings(settings, sync=sync, index=Index.from_settings(settings))
     load_s = time.perf_counter() - started
@@ -186,6 +189,8 @@ def main() -> None:
     one.add_argument("data", type=Path)
     one.add_argument("model", type=Path)
     one.add_argument("--threads", type=int, default=2)
+    one.add_argument("--server", action="store_true",
+                     help="ask the model through llama.cpp's OpenAI-compatible server (QABOT_ANSWERER=openai) instead of in process")
     rec = sub.add_parser("record", help="Record prompts and raw replies to the dev and more questions as a test fixture.")
     rec.add_argument("model", help="a GGUF file or a packaged model's name (qwen2.5-coder-1.5b-instruct)")
     rec.add_argument("out", type=Path)
@@ -204,7 +209,13 @@ def main() -> None:
         print(json.dumps({"out": str(args.out), "model": fixture["model"], "llm_use": used}))
         return
     questions = [r["question"] for r in read_questions(DEV_QUESTIONS)]
-    print(json.dumps(measure(args.data, args.model, args.threads, questions)))
+    if args.server:
+        from tests.real_llm import llama_server
+
+        with llama_server(args.model, threads=args.threads) as url:
+            print(json.dumps(measure(args.data, args.model, args.threads, questions, server=url)))
+    else:
+        print(json.dumps(measure(args.data, args.model, args.threads, questions)))
     sys.stdout.flush()
 
 

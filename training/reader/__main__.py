@@ -47,6 +47,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="share of answerable questions also asked with a name or number their passage lacks (no answer)")
     p.add_argument("--miss-share", type=float, default=0.0,
                    help="share of answerable questions also paired with another article's closest paragraph (no answer)")
+    p.add_argument("--negate-share", type=float, default=0.0,
+                   help="share of answerable questions also asked negated ('did' -> 'did not') against their passage (no answer)")
     p.add_argument("--init", type=Path, default=None,
                    help="start from this checkpoint.pt's weights (a second stage) instead of the base model's")
     p.add_argument("--held-out", type=int, default=2000, help="held-out examples scored (seeded sample)")
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
 
     train_examples, held = data.load_splits(args.data, seed=args.seed, window_share=args.window_share,
                                             negative_share=args.negative_share, swap_share=args.swap_share,
-                                            miss_share=args.miss_share)
+                                            miss_share=args.miss_share, negate_share=args.negate_share)
     rng = random.Random(args.seed)
     rng.shuffle(train_examples)
     # SQuAD 2.0's real unanswerable questions are few (348) and the best teachers of "no answer": all kept

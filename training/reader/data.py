@@ -84,7 +84,8 @@ def _lacks(text: str, answers: Iterable[str]) -> bool:
 
 
 def make_examples(articles: list[dict[str, Any]], *, seed: int, window_share: float,
-                  negative_share: float, swap_share: float = 0.0, miss_share: float = 0.0) -> Iterator[Example]:
+                  negative_share: float, swap_share: float = 0.0, miss_share: float = 0.0,
+                  negate_share: float = 0.0) -> Iterator[Example]:
     """Training examples from SQuAD articles.
 
     `window_share` of the answerable questions read only the sentences around their answer;
@@ -97,10 +98,14 @@ def make_examples(articles: list[dict[str, Any]], *, seed: int, window_share: fl
       their passage lacks ("…most popular in the UK" -> "…in Europe"), against the same passage: the
       look-alike question SQuAD 2.0's annotators wrote, which a reader answers by type alone;
     - `miss_share` of them are paired with the paragraph of *another* article that shares the most rare
-      words with the question: a retrieval miss, on topic and without the answer.
+      words with the question: a retrieval miss, on topic and without the answer;
+    - `negate_share` of them are asked again negated ("What did Kublai build?" -> "What did Kublai not
+      build?"), against the same passage: SQuAD 2.0's "negation" look-alike (Rajpurkar et al. 2018, 9% of
+      its unanswerable questions), which a reader answers with the span it knows.
     """
     rng = random.Random(seed)
     extra = random.Random(seed * 7919 + 1)  # the draws of the two later kinds only
+    negations = random.Random(seed * 104729 + 3)  # and of the negated ones
     terms = _term_pool(articles) if swap_share else {}
     misses = _MissIndex(articles) if miss_share else None
     for article in articles:
@@ -131,6 +136,10 @@ def make_examples(articles: list[dict[str, Any]], *, seed: int, window_share: fl
                     swapped = _swap(qa["question"], context, terms, extra)
                     if swapped is not None:
                         yield Example(qa["id"] + "/swapped", swapped, context, (), "swapped")
+                if negate_share and negations.random() < negate_share:
+                    negated = _negate(qa["question"], context)
+                    if negated is not None:
+                        yield Example(qa["id"] + "/negated", negated, context, (), "negated")
                 if misses is not None and extra.random() < miss_share:
                     other = misses.nearest(qa["question"], article["title"])
                     if other is not None and _lacks(other, texts):
@@ -184,6 +193,30 @@ def _swap(question: str, context: str, pool: dict[str, list[tuple[str, str]]], r
     return None
 
 
+#: The first auxiliary verb of a question, to negate it as a contraction ("did" -> "didn't": "What didn't
+#: Kublai build?" stays English where "did not" would need the subject parsed to follow it).
+_AUXILIARY = re.compile(r"\b(is|are|was|were|do|does|did|has|have|had|can|could|will|would|should|may|might|must)\b(?!\s+(?:not|n't|never)\b)",
+                        re.IGNORECASE)
+#: A passage that itself negates something may well answer the negated question: left alone.
+_NEGATION = re.compile(r"\b(?:not|never|no|none|nor|without)\b|n't\b", re.IGNORECASE)
+
+
+def _negate(question: str, context: str) -> str | None:
+    """The question with its first auxiliary negated, or None (no auxiliary, already negative, or a passage
+    that negates something itself)."""
+    if _NEGATION.search(question) or _NEGATION.search(context):
+        return None
+    m = _AUXILIARY.search(question)
+    if m is None or m.start() == 0:  # "Was the…?" is a yes/no question: not a span to withhold
+        return None
+    word = m.group(1)
+    negated = _CONTRACTED.get(word.lower(), f"{word}n't")
+    return question[:m.start()] + (negated[0].upper() + negated[1:] if word[0].isupper() else negated) + question[m.end():]
+
+
+_CONTRACTED = {"can": "can't", "will": "won't", "do": "don't", "may": "may not", "might": "might not", "am": "am not"}
+
+
 class _MissIndex:
     """Paragraphs by their rare words, to find another article's paragraph that looks like an answer's."""
 
@@ -214,7 +247,8 @@ _WORDS = re.compile(r"[a-z0-9][a-z0-9'-]{2,}")
 
 
 def load_splits(data_dir: Path, *, seed: int, window_share: float, negative_share: float,
-                swap_share: float = 0.0, miss_share: float = 0.0) -> tuple[list[Example], list[Example]]:
+                swap_share: float = 0.0, miss_share: float = 0.0,
+                negate_share: float = 0.0) -> tuple[list[Example], list[Example]]:
     """(training examples, held-out examples), the held-out ones from held-out articles only."""
     v11 = read_squad(data_dir / SQUAD11)
     v20 = read_squad(data_dir / SQUAD20)
@@ -225,7 +259,7 @@ def load_splits(data_dir: Path, *, seed: int, window_share: float, negative_shar
     train_articles = [a for a in v11 + v20_impossible if not is_held_out(a["title"])]
     held_articles = [a for a in v11 + v20_impossible if is_held_out(a["title"])]
     shares = {"window_share": window_share, "negative_share": negative_share, "swap_share": swap_share,
-              "miss_share": miss_share}
+              "miss_share": miss_share, "negate_share": negate_share}
     train = list(make_examples(train_articles, seed=seed, **shares))
     held = list(make_examples(held_articles, seed=seed + 1, **shares))
     return train, held
