@@ -18,10 +18,11 @@ from ..retrieve import Hit
 from .evidence import Evidence
 
 #: Evidence sentences an LLM reads in "sentences" mode, without their neighbours. Measured with Qwen2.5-
-#: Coder-1.5B on the 29 answerable dev and more questions (user prompt, median characters; replies used /
-#: correct): the best 4 each with its neighbours 1,581 chars (26 / 29); the best 3 alone 937 chars
-#: (27 / 26, the misses: two bylines, fixed by the byline in the source header, and one list). The first
-#: token comes when the prompt is read, so this sets it: ~4 s here instead of ~8.
+#: Coder-1.5B (2 threads) on the 29 answerable dev and more questions: the best 4 each with its neighbours,
+#: a 1,581-char median user prompt, 26 replies used, 29 correct, first token 7.9 s (load ~5); the best 3
+#: alone (with the byline in the source header), ~940 chars, 27 used, 28 correct (the miss: a list whose
+#: third organisation stood in a neighbour), first token 3.1 s (quiet). The first token comes when the
+#: prompt is read, so the prompt's length sets the wait.
 PROMPT_SENTENCES = 3
 
 #: Backends that run on the user's machine get sentences; the others whole chunks.
