@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import json
 import logging
 import os
 import re
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .lean_imports import import_torch
+from .parallel_calls import ParallelCalls, calls_at_once
 
 log = logging.getLogger(__name__)
 
@@ -153,13 +151,11 @@ class OnnxBackend:
         options.log_severity_level = 3
         self._session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self._inputs = [i.name for i in self._session.get_inputs()]
-        self.parallel_calls = 1  # see run_in_parallel()
+        self._calls = ParallelCalls(1, "qabot-onnx")  # see run_in_parallel()
         #: One text per onnxruntime call (set for the int8 copy): its activations are quantized per call, so a
         #: text batched with others got a vector that depended on them, and a question's evidence on which
         #: sentences earlier questions had already cached. Alone, a sentence always gets the same vector.
         self.one_text_per_call = False
-        self._executor: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
 
     @classmethod
     def load(cls, recipe: OnnxRecipe, cache_dir: Path, *, threads: int, batch_size: int,
@@ -208,36 +204,16 @@ class OnnxBackend:
 
         A batch's vectors are those it gets alone (the session is the same, and its int8
         activations are quantized per call), so the results are the ones of running them one
-        after the other; they only come sooner when a core is free.
+        after the other; they only come sooner when a core is free (rag/parallel_calls.py).
         """
-        self.parallel_calls = max(1, calls)
+        self._calls = ParallelCalls(calls, "qabot-onnx")
+
+    @property
+    def parallel_calls(self) -> int:
+        return self._calls.calls
 
     def _run_all(self, batches: list[list[Any]]) -> list[np.ndarray]:
-        """`_run` on each batch: on this thread, helped by up to parallel_calls - 1 pool threads.
-
-        The calling thread always works, so answers computed at once (the Discord bot) never wait
-        for a pool thread; the helpers only take batches nobody has started.
-        """
-        results: list[Any] = [None] * len(batches)
-        tickets = itertools.count()  # next() on it is atomic: each batch is taken once
-
-        def work() -> None:
-            while (k := next(tickets)) < len(batches):
-                results[k] = self._run(batches[k])
-
-        helpers = [self._pool().submit(work) for _ in range(min(self.parallel_calls, len(batches)) - 1)]
-        try:
-            work()
-        finally:
-            for helper in helpers:
-                helper.result()
-        return results
-
-    def _pool(self) -> ThreadPoolExecutor:
-        with self._pool_lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(self.parallel_calls - 1, thread_name_prefix="qabot-onnx")
-            return self._executor
+        return self._calls.map(self._run, batches)
 
     def truncate(self, tokens: int) -> None:
         """Read at most `tokens` wordpieces of each text (benchmarks use it to build big indexes fast)."""
@@ -335,19 +311,9 @@ _MAX_BATCH_TOKENS = 16 * 256
 _MIN_FILL = 0.8
 
 
-#: The offline answerer embeds ~20 new sentences a question at 20k chunks, in ~7 calls of one thread
-#: each (its whole time at scale). Ranking runs up to this many of those calls at once, one per
-#: free core, when each call has one thread (QABOT_TORCH_THREADS=1): calls share nothing, so a
-#: busy machine gets no spinning threads, only the same work in two pieces.
-MAX_RANKING_CALLS = 2
-
-
 def ranking_calls(threads: int) -> int:
-    """How many sentence-ranking calls run at once: one per usable core, up to MAX_RANKING_CALLS,
-    and one when the user gave each call several threads (or let onnxruntime choose: 0)."""
-    if threads != 1:
-        return 1
-    return max(1, min(MAX_RANKING_CALLS, len(os.sched_getaffinity(0))))
+    """How many sentence-ranking calls run at once (rag/parallel_calls.py)."""
+    return calls_at_once(threads)
 
 
 def _batches(order: list[int], lengths: list[int], size: int) -> Iterator[list[int]]:

@@ -103,6 +103,22 @@ def test_a_window_reads_the_same_alone_or_beside_others() -> None:
     assert alone is not None and alone.text == "Ingrid Solberg"
 
 
+def test_passages_read_at_once_give_the_spans_they_give_one_after_another() -> None:
+    """A list question's passages are read two at once where a core is free (parallel_calls.py): each window is
+    still its own call, so every span and score is the one it gets read alone, to the last bit."""
+    reader = SpanReader()
+    passages = [f"In {1990 + i} the council of town {i} elected Mayor Anna Berg{i} after a long campaign about harbours."
+                for i in range(8)] + ["Mayor Erik Lund pressed the switch in front of about 300 residents. " * 12]
+    try:
+        reader.run_in_parallel(2)
+        at_once = reader.read("Who was elected mayor?", passages)
+        reader.run_in_parallel(1)
+        one_by_one = reader.read("Who was elected mayor?", passages)
+    finally:
+        reader.run_in_parallel(2)
+    assert at_once == one_by_one and sum(s is not None for s in at_once) >= 8
+
+
 def test_a_span_widens_to_hold_the_readings_the_reader_hesitates_between(lighthouse, tmp_path: Path) -> None:  # noqa: ANN001
     """The shipped `cover` (reader.json) widens a span to the overlapping ones the model finds nearly as
     likely: "about 300", not a bare "300"; the widened span always holds the best one."""

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..parallel_calls import ParallelCalls, calls_at_once
+
 if TYPE_CHECKING:
     from ..settings import Settings
 
@@ -137,20 +139,23 @@ def best_span(start_logits: np.ndarray, end_logits: np.ndarray, is_context: Sequ
     return int(ctx[first]), int(ctx[last]), best, null
 
 
-def session_logits(session: Any, windows: Sequence[Window]) -> list[tuple[np.ndarray, np.ndarray]]:
+def session_logits(session: Any, windows: Sequence[Window],
+                   calls: ParallelCalls | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """(start, end) logits of each window from an onnxruntime session of the reader.
 
     One window per call: int8 activations are scaled per call, so a window's scores must not depend on
-    what else was in its batch (the same passage gives the same answer every time).
+    what else was in its batch (the same passage gives the same answer every time). With `calls`, a
+    list question's passages are read a few at once, each call the same as alone (parallel_calls.py).
     """
-    out = []
-    for w in windows:
+
+    def run(w: Window) -> tuple[np.ndarray, np.ndarray]:
         ids = np.asarray([w.input_ids], dtype=np.int64)
         feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids),
                  "token_type_ids": np.asarray([w.token_type_ids], dtype=np.int64)}
         start_logits, end_logits = session.run(["start_logits", "end_logits"], feeds)
-        out.append((start_logits[0], end_logits[0]))
-    return out
+        return start_logits[0], end_logits[0]
+
+    return calls.map(run, windows) if calls is not None and len(windows) > 1 else [run(w) for w in windows]
 
 
 def spans_of(windows: Sequence[Window], logits: Sequence[tuple[np.ndarray, np.ndarray]], passages: Sequence[str],
@@ -202,6 +207,7 @@ class SpanReader:
     def __init__(self, folder: Path = PACKAGED_READER, *, threads: int = 1) -> None:
         self.folder = Path(folder)
         self.threads = threads
+        self._calls = ParallelCalls(calls_at_once(threads), "qabot-reader")
         self._lock = threading.Lock()
         self._loaded: tuple[Any, Any, ReaderConfig] | None = None
         self._error: str | None = None
@@ -215,6 +221,10 @@ class SpanReader:
     @property
     def config(self) -> ReaderConfig:
         return self._load()[2]
+
+    def run_in_parallel(self, calls: int) -> None:
+        """Read up to `calls` windows at once (a list question's passages), each call as it is alone."""
+        self._calls = ParallelCalls(calls, "qabot-reader")
 
     def check(self) -> str | None:
         """None when the reader loads, else the one-line reason it does not (for `health`)."""
@@ -274,4 +284,4 @@ class SpanReader:
             return []
         windows = encode_pairs(tokenizer, [question] * len(passages), list(passages), max_len=config.max_len,
                                stride=config.stride, max_question=config.max_question)
-        return spans_of(windows, session_logits(session, windows), passages, config.cover)
+        return spans_of(windows, session_logits(session, windows, self._calls), passages, config.cover)
