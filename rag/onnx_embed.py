@@ -177,7 +177,7 @@ class OnnxBackend:
             return float32()
         ranking = _cached(recipe, cache_dir, precision, threads, batch_size,
                           lambda texts: float32().embed(texts, query=False), lambda tmp: _quantize(float32().path, tmp))
-        ranking.run_in_parallel(ranking_calls(threads))
+        ranking.run_in_parallel(calls_at_once(threads))
         ranking.one_text_per_call = True
         return ranking
 
@@ -309,11 +309,6 @@ _MAX_BATCH_TOKENS = 16 * 256
 #: of the batch's longest starts a new batch. For the extractive answerer's sentences (5-60
 #: tokens) that cut the CPU time per question by a third (268 -> ~170 ms, measured).
 _MIN_FILL = 0.8
-
-
-def ranking_calls(threads: int) -> int:
-    """How many sentence-ranking calls run at once (rag/parallel_calls.py)."""
-    return calls_at_once(threads)
 
 
 def _batches(order: list[int], lengths: list[int], size: int) -> Iterator[list[int]]:

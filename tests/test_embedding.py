@@ -167,20 +167,20 @@ def test_int8_ranking_runs_batches_at_once_with_the_same_vectors(embedder: Embed
     int8 activations are quantized per call, so a sentence's vector depends on the batch it is in:
     running batches at once must keep every batch as it was, to the last bit.
     """
-    from rag.onnx_embed import ranking_calls
+    from rag.parallel_calls import calls_at_once
 
     sentences = [s for path in sorted(CORPUS.glob("*.txt"))
                  for s in (path.read_text(encoding="utf-8")[a:b] for a, b in split_sentences(path.read_text(encoding="utf-8")))
                  if s.strip()][:120]
     impl = embedder.with_precision("int8")._impl
-    assert impl.parallel_calls == ranking_calls(1) == min(2, len(os.sched_getaffinity(0)))
-    assert ranking_calls(0) == ranking_calls(4) == 1  # the user gave each call its threads
+    assert impl.parallel_calls == calls_at_once(1) == min(2, len(os.sched_getaffinity(0)))
+    assert calls_at_once(0) == calls_at_once(4) == 1  # the user gave each call its threads
     try:
         impl.run_in_parallel(2)
         at_once = impl.embed(sentences, query=False)
         impl.run_in_parallel(1)
         one_by_one = impl.embed(sentences, query=False)
     finally:
-        impl.run_in_parallel(ranking_calls(embedder.torch_threads))
+        impl.run_in_parallel(calls_at_once(embedder.torch_threads))
     assert len({len(t) for t in sentences}) > 10  # several batches
     assert np.array_equal(at_once, one_by_one)

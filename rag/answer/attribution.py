@@ -56,7 +56,7 @@ _TOKEN = re.compile(r"\w[\w',.:/-]*\w|\w")
 _ACRONYM = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]?")
 #: A source's fence tag, chat mention markup: no words of what the reply says.
 _TAG = re.compile(r"\bsource-[0-9a-f]{1,32}\b|<[@#][!&]?\d+>|@(?:everyone|here)\b")
-_LATE_CITATION = re.compile(r"([.!?])\s*((?:\[\d+(?:\s*,\s*\d+)*\]\s*)+)")
+_LATE_CITATION = re.compile(r"([.!?])\s*((?:" + CITATION_GROUP.pattern + r"\s*)+)")  # citations after a full stop
 _QUOTED = re.compile(r"[\"“][^\"“”]*[\"”]")
 #: A citation written in words: "According to source 2, …", "(excerpt 1)", "as stated in source 3". Its
 #: number is no fact of the sentence (a supporting sentence need not say "2"): it cites its own sentence.
@@ -109,7 +109,7 @@ def reply_sentences(reply: str) -> list[tuple[str, tuple[int, ...]]]:
             cited = tuple(int(n) for group in CITATION_GROUP.findall(piece) for n in re.split(r"\s*,\s*", group))
             cited += tuple(int(n) for n in _WORDED_CITATION.findall(piece))
             text = _CITATIONS.sub("", piece).strip()
-            if cited and _WORDED_CITATION.search(text):
+            if _WORDED_CITATION.search(text):
                 opens = _WORDED_CITATION.match(text)
                 text = re.sub(r"\s+([.,;:!?])", r"\1", " ".join(_WORDED_CITATION.sub(" ", text).split()))
                 if opens and text[:1].islower():  # "As stated in source 3 the deal…"
@@ -175,11 +175,13 @@ def attribute(question: str, reply: str, hits: Sequence[Hit], vectors: SentenceE
         return Attribution([(text, None, cited) for text, cited in statements])
     index = {id(h): n for n, h in enumerate(hits, start=1)}
     source_vectors = np.stack(vectors.embed([s.text for s in pool]))
-    reply_vectors = np.stack(vectors.embed([f"{question} {_TAG.sub(' ', text)}" for text, _ in statements]))
+    said = [_TAG.sub(" ", text) for text, _ in statements]  # what each statement says, without tags and mentions
+    reply_vectors = np.stack(vectors.embed([f"{question} {text}" for text in said]))
     similarity = reply_vectors @ source_vectors.T
+    facts_of = [facts(text) for text, _ in statements]
     # statements with no name or number, also read alone (they carry nothing the sources must hold)
-    plain = [i for i, (text, _) in enumerate(statements) if not any(facts(text))]
-    alone = dict(zip(plain, np.stack(vectors.embed([_TAG.sub(" ", statements[i][0]) for i in plain])) @ source_vectors.T,
+    plain = [i for i, (numbers, names) in enumerate(facts_of) if not (numbers or names)]
+    alone = dict(zip(plain, np.stack(vectors.embed([said[i] for i in plain])) @ source_vectors.T,
                      strict=True)) if plain else {}
     pool_terms = {id(s): set(terms(s.text)) for s in pool}
     # per chunk, once: the words its names may stand in (text, title, byline) and those of its date
@@ -191,9 +193,9 @@ def attribute(question: str, reply: str, hits: Sequence[Hit], vectors: SentenceE
         if _loops(text):
             result.sentences.append((text, None, cited))  # "…on 5G networks on 5G networks on 5G networks…"
             continue
-        numbers, names = facts(text)
+        numbers, names = facts_of[i]
         quoted = [m.group()[1:-1] for m in _QUOTED.finditer(text)]
-        words = set(terms(_TAG.sub(" ", text)))
+        words = set(terms(said[i]))
         best: tuple[float, Support] | None = None
         for j, s in enumerate(pool):
             if similarity[i, j] < MIN_SIMILARITY:

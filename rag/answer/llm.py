@@ -237,7 +237,7 @@ def _position(quote: str, article: Sequence[Hit]) -> int:
     """Where a verbatim quote starts in its article (compared normalised, placed by its chunk's offset), so a
     source's quotes show in article order and verify as one quote. A supporting sentence may stand in another
     retrieved chunk of the article than the cited one (recorded: Qwen's two sentences on m10)."""
-    first = fragments(quote)[0] if fragments(quote) else ""
+    first = next(iter(fragments(quote)), "")
     found = [int(h.metadata.get("start", 0)) + at for h in article if first and (at := normalize(h.text).find(first)) >= 0]
     return min(found, default=sys.maxsize)
 

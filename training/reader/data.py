@@ -197,6 +197,8 @@ def _swap(question: str, context: str, pool: dict[str, list[tuple[str, str]]], r
 #: Kublai build?" stays English where "did not" would need the subject parsed to follow it).
 _AUXILIARY = re.compile(r"\b(is|are|was|were|do|does|did|has|have|had|can|could|will|would|should|may|might|must)\b(?!\s+(?:not|n't|never)\b)",
                         re.IGNORECASE)
+#: Negations that are not the verb plus "n't".
+_CONTRACTED = {"can": "can't", "will": "won't", "may": "may not", "might": "might not"}
 #: A passage that itself negates something may well answer the negated question: left alone.
 _NEGATION = re.compile(r"\b(?:not|never|no|none|nor|without)\b|n't\b", re.IGNORECASE)
 
@@ -213,8 +215,6 @@ def _negate(question: str, context: str) -> str | None:
     negated = _CONTRACTED.get(word.lower(), f"{word}n't")
     return question[:m.start()] + (negated[0].upper() + negated[1:] if word[0].isupper() else negated) + question[m.end():]
 
-
-_CONTRACTED = {"can": "can't", "will": "won't", "do": "don't", "may": "may not", "might": "might not", "am": "am not"}
 
 
 class _MissIndex:
