@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from .answer.answerability import judge
 from .answer.extractive import ExtractiveAnswerer
+from .answer.question import analyse
 from .answer.reader import SpanReader
 from .answer.registry import build_llm_answerer
 from .conversation import prepare, resolve
@@ -24,7 +25,7 @@ from .errors import QabotError
 from .index import Index
 from .ingest import IngestReport
 from .load import corpus_problem, normalize_text
-from .retrieve import DenseRetriever, Filters, Hit, HybridRetriever, KeywordIndex
+from .retrieve import DenseRetriever, Filters, Hit, HybridRetriever, KeywordIndex, with_more_articles
 from .settings import Settings
 from .types import Answer, Turn
 
@@ -35,6 +36,11 @@ log = logging.getLogger(__name__)
 
 #: Chunks read from the start of an article to quote its lead ("summarise the article about…").
 SUMMARY_CHUNKS = 2
+#: A list question reads the QABOT_TOP_K best chunks and the best two chunks of up to two other articles
+#: among twice QABOT_TOP_K candidates (with_more_articles).
+LIST_MORE_ARTICLES = 2
+LIST_MORE_CHUNKS = 2
+LIST_CANDIDATES = 2
 
 REFUSAL = "The articles I have do not cover that, so I won't guess. Try asking about what they report."
 
@@ -126,7 +132,12 @@ class QAPipeline:
         vector = self.index.embedder.embed_query(query)
         with self._lock:
             keyword = self._keyword
-            hits = self._retriever.retrieve(query, self.settings.top_k, filters, embedding=vector)
+            if analyse(standalone).kind == "list":  # its items stand in several articles
+                hits = with_more_articles(self._retriever.retrieve(query, LIST_CANDIDATES * self.settings.top_k,
+                                                                   filters, embedding=vector),
+                                          self.settings.top_k, LIST_MORE_ARTICLES, LIST_MORE_CHUNKS)
+            else:
+                hits = self._retriever.retrieve(query, self.settings.top_k, filters, embedding=vector)
         retrieved = time.perf_counter()
         # The topic chose the chunks (retrieval and the vector); the evidence weighs the words the user
         # asked, so "When?" is judged on the sentences found for its topic, not on the topic's words.

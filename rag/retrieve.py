@@ -364,6 +364,25 @@ class HybridRetriever:
         return sorted(fused.values(), key=lambda h: (-h.rrf, -h.dense, h.chunk_id))[:k]
 
 
+def with_more_articles(hits: Sequence[Hit], k: int, more: int, per_article: int) -> list[Hit]:
+    """The best `k` hits, then the best `per_article` hits of each of up to `more` articles they leave out.
+
+    A question whose answer is a list ("Which countries have signed…?") may have one item per article, and
+    three chunks of the article that ranks best crowd out the next article's. Nothing of the best `k` is
+    dropped: a list that stands in one article ("Which organisations were expected…?") keeps its chunks.
+    """
+    kept = list(hits[:k])
+    inside = {h.doc_id for h in kept}
+    added: dict[str, int] = {}
+    for hit in hits[k:]:
+        if hit.doc_id in inside or (hit.doc_id not in added and len(added) >= more):
+            continue
+        if added.get(hit.doc_id, 0) < per_article:
+            added[hit.doc_id] = added.get(hit.doc_id, 0) + 1
+            kept.append(hit)
+    return kept
+
+
 def keyword_coverage(question: str, hits: Sequence[Hit], index: KeywordIndex) -> float:
     """Share of the question's idf weight whose terms occur in the retrieved text (0..1).
 

@@ -148,6 +148,42 @@ def test_a_list_question_gathers_across_articles(shapes) -> None:  # noqa: ANN00
     assert {s.doc_id for s in answer.sources} == {"treaty_finland.txt", "treaty_estonia.txt"}
 
 
+#: Three short articles written for the list test: two pacts with Canada, and a warning that names a country
+#: beside "signing shipping pacts" without saying it signed one with Canada.
+PACTS = {
+    "norway_pact.txt": "Norway and Canada sign Arctic shipping pact\n\nBy Lena Holt\n\nJune 3, 2026\n\n"
+    "Norway and Canada signed an Arctic shipping pact in Tromsø on Tuesday, setting shared rules for ice-class cargo "
+    "ships on the northern route.\n\nThe pact lets ships of either country refuel at the other's Arctic ports. "
+    "Norwegian officials said the first convoys would sail in July.\n",
+    "iceland_pact.txt": "Iceland follows with its own Arctic pact\n\nBy Paul Brandt\n\nJune 18, 2026\n\n"
+    "Canada and Iceland signed a similar Arctic shipping pact in Reykjavik on Monday, after a year of talks over "
+    "fishing rights.\n\nCanada has also pressed the European Union to adopt the same rules for its ports on the "
+    "Atlantic.\n",
+    "port_warning.txt": "Port authorities warned over shipyard deals\n\nBy Ines Marr\n\nJune 20, 2026\n\n"
+    "Harbour officials urged port operators not to rush into signing shipping pacts with countries like Panama, "
+    "citing unpaid repair bills.\n\nThe warning follows a dispute over two ferries that were delivered a year late.\n",
+}
+
+
+def test_a_list_names_what_the_question_does_not(tmp_path: Path, embedder) -> None:  # noqa: ANN001
+    """Asked who signed *with Canada*, the items are the other signers ("Iceland", not "Canada and Iceland"),
+    and a sentence that never names Canada adds none ("…signing shipping pacts with countries like Panama")."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name, text in PACTS.items():
+        (corpus / name).write_text(text, encoding="utf-8")
+    pacts = open_pipeline(corpus, tmp_path / "data", embedder, sync=True)
+    answer = pacts.ask("Which countries have signed shipping pacts with Canada?")
+    first = answer.text.split("\n")[0]
+    items = [re.sub(r"\s*\[\d+\]$", "", item) for item in first.split("; ")]
+    assert sorted(items) == ["Iceland", "Norway"], answer.text
+    assert {s.doc_id for s in answer.sources} == {"norway_pact.txt", "iceland_pact.txt"}
+    # each item is bold in the quote it stands in, and the quote stays verbatim
+    assert "“Canada and **Iceland** signed" in answer.text and "“**Norway** and Canada signed" in answer.text, answer.text
+    for source in answer.sources:
+        assert verify_quote(source.quote, article(pacts, source.doc_id))
+
+
 def test_a_list_in_one_phrase_is_the_whole_answer(pipeline) -> None:  # noqa: ANN001
     """"China and Russia" answers "which countries…"; other countries named nearby are not added to it."""
     first = pipeline.ask("Which countries were not invited to the Prague meeting?").text.split("\n")[0]

@@ -195,8 +195,8 @@ PROBES = [
     ("Which German newspaper wrote about the cabinet meeting on Huawei?", ["Handelsblatt"]),
     ("Who is Robert Kahofer?", ["NUKIB"]),
     ("When was the agreement signed?", ["Monday"]),
-    pytest.param("Which countries have signed agreements with the US on 5G?", ["Poland", "Czech"], marks=pytest.mark.xfail(
-        strict=True, reason="the Czech article's sentence is not among the list's best sentences: 'US and Poland; WARSAW – The United States and Poland; Europe'")),
+    # the Czech article's best chunks rank 6th and 9th: a list question reads two more articles' best chunks
+    ("Which countries have signed agreements with the US on 5G?", ["Poland", "Czech"]),
     ("What is Huawei's annual revenue?", None),
     # a list's items after the first must be likelier than "no answer" in their passage: the ministers, not
     # the newspaper of the sentence before them

@@ -355,6 +355,11 @@ def _missing(keys: Sequence[str], text: str, keyword: KeywordIndex) -> float:
     return missing
 
 
+def names(key: str, text: str) -> bool:
+    """Whether `text` is, or holds, the question's name `key`: "the United States" names "US", "U.S." too."""
+    return re.search(rf"(?<!\w){re.escape(_plain(key))}(?!\w)", _plain(text)) is not None or _spelled_out(key, text)
+
+
 def _transposed(word: str, words: set[str]) -> bool:
     """A short name typed with two letters swapped ("Gou" for "Guo"), which a ratio scores low."""
     from rapidfuzz.distance import OSA

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..embed import Embedder
 from ..retrieve import Hit, KeywordIndex
 from ..text import TERMINAL, terms
 from ..types import Answer, Source
-from .evidence import Evidence, SentenceEmbeddingCache, SentenceEvidence, coverage, gather, neighbour, sentences_of
-from .question import analyse
+from ..nlp import annotation_of
+from .evidence import Evidence, SentenceEmbeddingCache, SentenceEvidence, coverage, gather, names, neighbour, sentences_of
+from .question import Question, analyse
 from .reader import SpanReader
 from .reading import READ_SENTENCES, EvidenceReader, Found, Reading
 
@@ -152,6 +153,11 @@ class ExtractiveAnswerer:
         for f in reading.confident:
             if coverage(ev.question, f.sentence) < floor or (items and f.margin < LIST_MORE_MARGIN):
                 continue  # a sentence that merely names a country does not say it signed
+            if items and not _names_any(f.sentence, ev.question):
+                continue  # "…sign contracts with suppliers from countries like China" does not say with whom
+            f = _without_asked_names(f, ev.question)
+            if not _of_asked_type(f, ev.question):
+                continue  # "Which countries…?" is not answered by "the EU"
             key = set(terms(f.text))
             # "Poland" and "US-Poland" name one item: a span whose words hold another's (or are held by it) is not new
             if not key or any(key <= k or k <= key for k in seen) or any(f.sentence is i.sentence for i in items):
@@ -276,6 +282,35 @@ class ExtractiveAnswerer:
             for doc, n in numbers.items()
         )
         return Answer(question, "\n\n".join(lines), sources, backend=self.name, evidence=score)
+
+
+def _without_asked_names(f: Found, question: Question) -> Found:
+    """A list item without the names the question itself gives: asked "Which countries signed with the US?",
+    the reader marks "The US and Poland" (the whole subject of "…signed"), and the item is "Poland". The
+    names are the entities spaCy found at ingest; a span without them, or with nothing else, is kept whole."""
+    inside = [c for c in annotation_of(f.sentence.hit.text, f.sentence.hit.metadata).candidates
+              if c.label and f.start <= c.start and c.end <= f.end]
+    text = f.sentence.hit.text
+    asked = [c for c in inside if any(names(key, text[c.start:c.end]) for key in question.key_words)]
+    rest = [c for c in inside if c not in asked]
+    if not asked or not rest:
+        return f
+    return replace(f, start=rest[0].start, end=rest[-1].end)
+
+
+def _names_any(s: SentenceEvidence, question: Question) -> bool:
+    """Whether the sentence names one of the question's names or numbers (true when it asks for none): an item
+    of "Which countries signed with the US?" stands in a sentence about the US, not in any sentence with a
+    country and "sign" in it."""
+    return not question.key_words or any(names(key, s.text) for key in question.key_words)
+
+
+def _of_asked_type(f: Found, question: Question) -> bool:
+    """Whether a list item is of the type the question asks for ("Which countries…?": a GPE), as far as the
+    entities spaCy found at ingest tell: an item with no entity, or a question with no type, passes."""
+    labels = {c.label for c in annotation_of(f.sentence.hit.text, f.sentence.hit.metadata).candidates
+              if c.label and f.start <= c.start and c.end <= f.end}
+    return not (question.labels and labels) or bool(labels & question.labels)
 
 
 def _full_author(span: str, s: SentenceEvidence) -> str:
