@@ -44,6 +44,9 @@ SUMMARY_SENTENCES = 3
 #: Kinds whose answer is a sentence, not a span: the reader is not asked.
 SENTENCE_KINDS = frozenset({"yesno", "compare", "summary"})
 
+#: The words that join names in a coordination ("the US and Poland", "Britain, France as well as Italy").
+_NAME_JOINERS = frozenset({"and", "or", "the", "both", "as", "well", "plus", "along", "with"})
+
 _PRONOUN_START = re.compile(r"^(he|she|they|it|this|these|those|that|his|her|their|its)\b", re.I)
 
 LeadOf = Callable[[str], Sequence[Hit]]  # doc_id -> its first chunks (for summaries)
@@ -286,11 +289,16 @@ class ExtractiveAnswerer:
 
 def _without_asked_names(f: Found, question: Question) -> Found:
     """A list item without the names the question itself gives: asked "Which countries signed with the US?",
-    the reader marks "The US and Poland" (the whole subject of "…signed"), and the item is "Poland". The
-    names are the entities spaCy found at ingest; a span without them, or with nothing else, is kept whole."""
+    the reader marks "The US and Poland" (the whole subject of "…signed"), and the item is "Poland". Only a
+    span of names joined ("A and B", "A, B & C") is cut; the names are the entities spaCy found at ingest."""
     inside = [c for c in annotation_of(f.sentence.hit.text, f.sentence.hit.metadata).candidates
               if c.label and f.start <= c.start and c.end <= f.end]
     text = f.sentence.hit.text
+    between = text[f.start:f.end]
+    for c in sorted(inside, key=lambda c: -c.start):
+        between = between[:c.start - f.start] + " " + between[c.end - f.start:]
+    if any(w.lower() not in _NAME_JOINERS for w in re.findall(r"\w+", between)):
+        return f  # "…policies of the Yuan Emperors…": a phrase with names in it, not names joined
     asked = [c for c in inside if any(names(key, text[c.start:c.end]) for key in question.key_words)]
     rest = [c for c in inside if c not in asked]
     if not asked or not rest:
