@@ -195,7 +195,7 @@ PROBES = [
     ("Which German newspaper wrote about the cabinet meeting on Huawei?", ["Handelsblatt"]),
     ("Who is Robert Kahofer?", ["NUKIB"]),
     ("When was the agreement signed?", ["Monday"]),
-    # the Czech article's best chunks rank 6th and 9th: a list question reads two more articles' best chunks
+    # the Czech article's best chunks rank 6th and 9th: a list question also reads the next article's best two
     ("Which countries have signed agreements with the US on 5G?", ["Poland", "Czech"]),
     ("What is Huawei's annual revenue?", None),
     # a list's items after the first must be likelier than "no answer" in their passage: the ministers, not
