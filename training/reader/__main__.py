@@ -49,6 +49,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="share of answerable questions also paired with another article's closest paragraph (no answer)")
     p.add_argument("--negate-share", type=float, default=0.0,
                    help="share of answerable questions also asked negated ('did' -> 'did not') against their passage (no answer)")
+    p.add_argument("--impossible-repeat", type=int, default=1,
+                   help="times each of SQuAD 2.0's real unanswerable questions is drawn; above 1, the answerable "
+                        "questions of their paragraphs are all drawn too (the same paragraph read both ways)")
     p.add_argument("--init", type=Path, default=None,
                    help="start from this checkpoint.pt's weights (a second stage) instead of the base model's")
     p.add_argument("--held-out", type=int, default=2000, help="held-out examples scored (seeded sample)")
@@ -88,8 +91,13 @@ def main(argv: list[str] | None = None) -> None:
     # SQuAD 2.0's real unanswerable questions are few (348) and the best teachers of "no answer": all kept
     # (up to a tenth of a small run's examples).
     impossible = [e for e in train_examples if e.kind == "impossible"][:args.examples // 10]
-    rest = [e for e in train_examples if e.kind != "impossible"][:max(0, args.examples - len(impossible))]
-    train_examples = impossible + rest
+    paired: list = []
+    if args.impossible_repeat > 1:  # a second stage that teaches from the real look-alikes above all
+        paired = data.same_paragraph_answerable(train_examples, impossible)
+        impossible = impossible * args.impossible_repeat
+    chosen = {id(e) for e in paired}
+    rest = [e for e in train_examples if e.kind != "impossible" and id(e) not in chosen]
+    train_examples = impossible + paired + rest[:max(0, args.examples - len(impossible) - len(paired))]
     rng.shuffle(train_examples)
     rng.shuffle(held)
     held = held[:args.held_out]

@@ -265,6 +265,15 @@ def load_splits(data_dir: Path, *, seed: int, window_share: float, negative_shar
     return train, held
 
 
+def same_paragraph_answerable(examples: list[Example], impossible: list[Example]) -> list[Example]:
+    """The answerable examples read against the paragraphs of the unanswerable ones (whole, or a window of
+    them): SQuAD 2.0's annotators wrote each look-alike beside real questions on the same paragraph, so the
+    pair shows what makes one answerable and the other not."""
+    paragraphs = {e.context for e in impossible}
+    return [e for e in examples if e.answers and e.kind in ("paragraph", "window")
+            and (e.context in paragraphs or any(e.context in p for p in paragraphs))]
+
+
 # ----------------------------------------------------------------------------------------------
 # features
 
