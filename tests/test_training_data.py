@@ -29,3 +29,37 @@ def test_a_passage_that_negates_something_gives_no_negated_look_alike() -> None:
                                             "context": ARTICLE["paragraphs"][0]["context"] + " It was not lit in 1990."}]}
     examples = make_examples([article], seed=1, window_share=0.0, negative_share=0.0, negate_share=1.0)
     assert not [e for e in examples if e.kind == "negated"]
+
+
+def test_antonym_look_alikes_swap_a_word_of_the_passage_for_an_antonym_it_lacks() -> None:
+    """SQuAD 2.0's commonest look-alike, from WordNet's antonyms (training/reader/antonyms.tsv)."""
+    article = {"title": "Tower", "paragraphs": [{
+        "context": "The first keeper of the tower was Ingrid Solberg. The tower was popular with painters and "
+                   "unpopular with sailors.",
+        "qas": [
+            {"id": "a1", "question": "Who was the first keeper of the tower?",
+             "answers": [{"text": "Ingrid Solberg", "answer_start": 34}]},
+            # "unpopular" stands in the passage too: swapping "popular" would not make a look-alike
+            {"id": "a2", "question": "Who was the tower popular with?", "answers": [{"text": "painters", "answer_start": 78}]},
+            {"id": "a3", "question": "Was the tower popular with painters?", "answers": [{"text": "painters", "answer_start": 78}]},
+        ]}]}
+    examples = list(make_examples([article], seed=3, window_share=0.0, negative_share=0.0, antonym_share=1.0))
+    opposite = {e.question for e in examples if e.kind == "antonym"}
+    assert len(opposite) == 1 and opposite <= {"Who was the last keeper of the tower?", "Who was the second keeper of the tower?"}, opposite
+    assert all(not e.answers for e in examples if e.kind == "antonym")
+    plain = list(make_examples([article], seed=3, window_share=0.0, negative_share=0.0))
+    assert [e for e in examples if e.kind != "antonym"] == plain
+
+
+def test_the_antonym_table_is_read_from_wordnets_own_files(tmp_path) -> None:  # noqa: ANN001
+    """Two real lines of WordNet 3.0's data.adj (able / unable), under its licence header."""
+    from training.reader.antonyms import antonym_pairs
+
+    (tmp_path / "data.adj").write_text(
+        "  1 This software and database is being provided to you, the LICENSEE, by  \n"
+        "00001740 00 a 01 able 0 005 = 05200169 n 0000 = 05616246 n 0000 + 05616246 n 0101 + 05200169 n 0101 "
+        "! 00002098 a 0101 | (usually followed by `to') having the necessary means  \n"
+        "00002098 00 a 01 unable 0 002 = 05200169 n 0000 ! 00001740 a 0101 | (usually followed by `to') not having  \n")
+    for name in ("data.verb", "data.adv"):
+        (tmp_path / name).write_text("")
+    assert sorted(antonym_pairs(tmp_path)) == [("a", "able", "unable"), ("a", "unable", "able")]

@@ -49,6 +49,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="share of answerable questions also paired with another article's closest paragraph (no answer)")
     p.add_argument("--negate-share", type=float, default=0.0,
                    help="share of answerable questions also asked negated ('did' -> 'did not') against their passage (no answer)")
+    p.add_argument("--antonym-share", type=float, default=0.0,
+                   help="share of answerable questions also asked with a word swapped for its WordNet antonym (no answer)")
     p.add_argument("--impossible-repeat", type=int, default=1,
                    help="times each of SQuAD 2.0's real unanswerable questions is drawn; above 1, the answerable "
                         "questions of their paragraphs are all drawn too (the same paragraph read both ways)")
@@ -85,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
 
     train_examples, held = data.load_splits(args.data, seed=args.seed, window_share=args.window_share,
                                             negative_share=args.negative_share, swap_share=args.swap_share,
-                                            miss_share=args.miss_share, negate_share=args.negate_share)
+                                            miss_share=args.miss_share, negate_share=args.negate_share,
+                                            antonym_share=args.antonym_share)
     rng = random.Random(args.seed)
     rng.shuffle(train_examples)
     # SQuAD 2.0's real unanswerable questions are few (348) and the best teachers of "no answer": all kept

@@ -40,7 +40,7 @@ class Example:
     question: str
     context: str
     answers: tuple[tuple[str, int], ...]  # (text, character start in context)
-    kind: str  # "paragraph" | "window" | "other-paragraph" | "other-sentences" | "swapped" | "other-article" | "impossible"
+    kind: str  # "paragraph" | "window" | "other-paragraph" | "other-sentences" | "swapped" | "negated" | "antonym" | "other-article" | "impossible"
 
 
 def read_squad(path: Path) -> list[dict[str, Any]]:
@@ -85,7 +85,7 @@ def _lacks(text: str, answers: Iterable[str]) -> bool:
 
 def make_examples(articles: list[dict[str, Any]], *, seed: int, window_share: float,
                   negative_share: float, swap_share: float = 0.0, miss_share: float = 0.0,
-                  negate_share: float = 0.0) -> Iterator[Example]:
+                  negate_share: float = 0.0, antonym_share: float = 0.0) -> Iterator[Example]:
     """Training examples from SQuAD articles.
 
     `window_share` of the answerable questions read only the sentences around their answer;
@@ -101,11 +101,16 @@ def make_examples(articles: list[dict[str, Any]], *, seed: int, window_share: fl
       words with the question: a retrieval miss, on topic and without the answer;
     - `negate_share` of them are asked again negated ("What did Kublai build?" -> "What did Kublai not
       build?"), against the same passage: SQuAD 2.0's "negation" look-alike (Rajpurkar et al. 2018, 9% of
-      its unanswerable questions), which a reader answers with the span it knows.
+      its unanswerable questions), which a reader answers with the span it knows;
+    - `antonym_share` of them are asked again with a word the passage uses swapped for its WordNet antonym,
+      one the passage lacks ("…became common…" -> "…became uncommon…", "Who did Kublai accept…" -> "…reject…"):
+      SQuAD 2.0's "antonym" look-alike, the most common kind of its unanswerable questions (20%).
     """
     rng = random.Random(seed)
     extra = random.Random(seed * 7919 + 1)  # the draws of the two later kinds only
     negations = random.Random(seed * 104729 + 3)  # and of the negated ones
+    opposites = random.Random(seed * 15485863 + 5)  # and of the antonym ones
+    antonyms = read_antonyms() if antonym_share else {}
     terms = _term_pool(articles) if swap_share else {}
     misses = _MissIndex(articles) if miss_share else None
     for article in articles:
@@ -140,6 +145,10 @@ def make_examples(articles: list[dict[str, Any]], *, seed: int, window_share: fl
                     negated = _negate(qa["question"], context)
                     if negated is not None:
                         yield Example(qa["id"] + "/negated", negated, context, (), "negated")
+                if antonym_share and opposites.random() < antonym_share:
+                    opposite = _antonym(qa["question"], context, antonyms, opposites)
+                    if opposite is not None:
+                        yield Example(qa["id"] + "/antonym", opposite, context, (), "antonym")
                 if misses is not None and extra.random() < miss_share:
                     other = misses.nearest(qa["question"], article["title"])
                     if other is not None and _lacks(other, texts):
@@ -217,6 +226,50 @@ def _negate(question: str, context: str) -> str | None:
 
 
 
+#: WordNet's antonym pairs (antonyms.py made it; WordNet 3.0 licence at its head).
+ANTONYMS = Path(__file__).with_name("antonyms.tsv")
+#: Words left alone: the frame of a question ("how many", "how much") and short particles ("on", "off",
+#: "in", "out"), whose WordNet antonyms make a broken question, not a look-alike.
+_KEEP = frozenset({"many", "much", "few", "little", "ever"})
+#: Inflections an antonym takes over from the word it replaces ("agreed" -> "disagreed"): regular ones only.
+_SUFFIXES = ("", "s", "ed", "d")
+
+
+def read_antonyms(path: Path = ANTONYMS) -> dict[str, list[str]]:
+    """word -> its antonyms (any part of speech), from the table."""
+    table: dict[str, list[str]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            _pos, word, antonym = line.split("\t")
+            table.setdefault(word, []).append(antonym)
+    return table
+
+
+def _antonym(question: str, context: str, table: dict[str, list[str]], rng: random.Random) -> str | None:
+    """The question with one lower-case word the passage also uses swapped for an antonym the passage lacks,
+    or None. Names (capitalised), the question word and yes/no questions are left alone."""
+    if _AUXILIARY.match(question):
+        return None  # "Has Japan ever…?" asks yes or no: not a span to withhold
+    low = context.lower()
+    choices = []
+    for m in re.finditer(r"(?<=\s)[a-z]+(?=[\s?,.;:]|$)", question):
+        word = m.group(0)
+        if len(word) <= 3 or word in _KEEP or not re.search(rf"\b{word}\b", low):
+            continue  # the look-alike keeps the passage's words but one
+        for suffix in _SUFFIXES:
+            lemma = word[:len(word) - len(suffix)] if suffix else word
+            if not lemma or not word.endswith(suffix) or lemma not in table:
+                continue
+            for antonym in table[lemma]:
+                swapped = antonym + suffix if not (suffix == "d" and not antonym.endswith("e")) else None
+                if swapped and not re.search(rf"\b{swapped}\b", low) and not re.search(rf"\b{antonym}\b", low):
+                    choices.append((m.start(), m.end(), swapped))
+    if not choices:
+        return None
+    start, end, swapped = rng.choice(choices)
+    return question[:start] + swapped + question[end:]
+
+
 class _MissIndex:
     """Paragraphs by their rare words, to find another article's paragraph that looks like an answer's."""
 
@@ -248,7 +301,7 @@ _WORDS = re.compile(r"[a-z0-9][a-z0-9'-]{2,}")
 
 def load_splits(data_dir: Path, *, seed: int, window_share: float, negative_share: float,
                 swap_share: float = 0.0, miss_share: float = 0.0,
-                negate_share: float = 0.0) -> tuple[list[Example], list[Example]]:
+                negate_share: float = 0.0, antonym_share: float = 0.0) -> tuple[list[Example], list[Example]]:
     """(training examples, held-out examples), the held-out ones from held-out articles only."""
     v11 = read_squad(data_dir / SQUAD11)
     v20 = read_squad(data_dir / SQUAD20)
@@ -259,7 +312,7 @@ def load_splits(data_dir: Path, *, seed: int, window_share: float, negative_shar
     train_articles = [a for a in v11 + v20_impossible if not is_held_out(a["title"])]
     held_articles = [a for a in v11 + v20_impossible if is_held_out(a["title"])]
     shares = {"window_share": window_share, "negative_share": negative_share, "swap_share": swap_share,
-              "miss_share": miss_share, "negate_share": negate_share}
+              "miss_share": miss_share, "negate_share": negate_share, "antonym_share": antonym_share}
     train = list(make_examples(train_articles, seed=seed, **shares))
     held = list(make_examples(held_articles, seed=seed + 1, **shares))
     return train, held
