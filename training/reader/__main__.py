@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     # SQuAD 2.0's real unanswerable questions are few (348) and the best teachers of "no answer": all kept
     # (up to a tenth of a small run's examples).
     impossible = [e for e in train_examples if e.kind == "impossible"][:args.examples // 10]
-    paired: list = []
+    paired: list[data.Example] = []
     if args.impossible_repeat > 1:  # a second stage that teaches from the real look-alikes above all
         paired = data.same_paragraph_answerable(train_examples, impossible)
         impossible = impossible * args.impossible_repeat
