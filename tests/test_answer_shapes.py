@@ -43,9 +43,9 @@ def shapes(tmp_path_factory: pytest.TempPathFactory, embedder):  # noqa: ANN001 
             strict=True, reason="the reader hesitates between the two men's titles, and the span widened over its "
                                 "candidates is the whole sentence (22 words): SQuAD has few 'who is X?' questions")),
         ("Who is Robert Kahofer?", "chief of cabinet"),
-        pytest.param("What is NUKIB?", "cybersecurity agency", marks=pytest.mark.xfail(
-            strict=True, reason="refused: evidence 0.19 < 0.25 (the unknown acronym's embedding is far from its "
-                                "sentence; the batched int8 ranker gave 0.25-0.26 by the luck of its batch)")),
+        # an acronym the embedding model never saw is far in meaning from its sentence (cosine ~0.2): a
+        # "What is X?" is judged on the name the sentence gives, not on that meaning
+        ("What is NUKIB?", "cybersecurity agency"),
     ],
 )
 def test_who_and_what_is_lead_with_the_phrase_that_describes_them(pipeline, question: str, needle: str) -> None:  # noqa: ANN001

@@ -254,12 +254,22 @@ def coverage(question: Question, s: SentenceEvidence) -> float:
     """How well one sentence (in its context) covers the question, 0..1."""
     value = max(s.context, s.dense - DENSE_OFFSET)
     # the words are there, the meaning is not ("the capital of Australia" against a sentence that
-    # lists the countries at a meeting): a ramp, not a step, so int8 and float32 agree
-    value *= min(1.0, max(0.0, (s.dense - UNRELATED_DENSE) / RELATED_DENSE_SPAN))
+    # lists the countries at a meeting): a ramp, not a step, so int8 and float32 agree. A "What is X?"
+    # whose X is a name the sentence gives has no meaning besides the name to miss ("What is NUKIB?": an
+    # acronym the embedding model has never seen scores 0.2 against "…agency NUKIB").
+    if not _defines_named(question, s):
+        value *= min(1.0, max(0.0, (s.dense - UNRELATED_DENSE) / RELATED_DENSE_SPAN))
     value *= MISSING_KEY_FACTOR ** (s.missing_keys + s.distant_numbers)
     if question.negated and not s.negated:
         value *= NEGATION_MISMATCH_FACTOR
     return max(0.0, min(1.0, value))
+
+
+def _defines_named(question: Question, s: SentenceEvidence) -> bool:
+    """A "who/what is X?" whose X is all names, every one of them in the sentence itself."""
+    target = question.target.split()
+    return (question.kind == "define" and bool(target) and all(w in question.key_words for w in target)
+            and all(names(w, s.text) for w in target))
 
 
 def sentences_of(hits: Sequence[Hit]) -> list[SentenceEvidence]:
