@@ -40,8 +40,8 @@ def shapes(tmp_path_factory: pytest.TempPathFactory, embedder):  # noqa: ANN001 
     ("question", "needle"),
     [
         pytest.param("Who is Mike Pence?", "Vice President", marks=pytest.mark.xfail(
-            strict=True, reason="the reader hesitates between the two men's titles, and the span widened over its "
-                                "candidates is the whole sentence (22 words): SQuAD has few 'who is X?' questions")),
+            strict=True, reason="the reader's span, widened over the candidates it finds nearly as likely, is the "
+                                "whole sentence (22 words): SQuAD has few 'who is X?' questions")),
         ("Who is Robert Kahofer?", "chief of cabinet"),
         # an acronym the embedding model never saw is far in meaning from its sentence (cosine ~0.2): a
         # "What is X?" is judged on the name the sentence gives, not on that meaning
