@@ -15,10 +15,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from ..embed import Embedder
+from ..nlp import Candidate, annotation_of
 from ..retrieve import Hit, KeywordIndex
 from ..text import TERMINAL, terms
 from ..types import Answer, Source
-from ..nlp import annotation_of
 from .evidence import Evidence, SentenceEmbeddingCache, SentenceEvidence, coverage, gather, names, neighbour, sentences_of
 from .question import Question, analyse
 from .reader import SpanReader
@@ -158,8 +158,9 @@ class ExtractiveAnswerer:
                 continue  # a sentence that merely names a country does not say it signed
             if items and not _names_any(f.sentence, ev.question):
                 continue  # "…sign contracts with suppliers from countries like China" does not say with whom
-            f = _without_asked_names(f, ev.question)
-            if not _of_asked_type(f, ev.question):
+            names_in_span = _entities_in(f)
+            f = _without_asked_names(f, names_in_span, ev.question)
+            if not _of_asked_type(f, names_in_span, ev.question):
                 continue  # "Which countries…?" is not answered by "the EU"
             key = set(terms(f.text))
             # "Poland" and "US-Poland" name one item: a span whose words hold another's (or are held by it) is not new
@@ -287,12 +288,17 @@ class ExtractiveAnswerer:
         return Answer(question, "\n\n".join(lines), sources, backend=self.name, evidence=score)
 
 
-def _without_asked_names(f: Found, question: Question) -> Found:
+def _entities_in(f: Found) -> list[Candidate]:
+    """The entities spaCy found at ingest that stand wholly inside the span (the chunk's stored annotation is
+    parsed once per item: both list checks below use these)."""
+    return [c for c in annotation_of(f.sentence.hit.text, f.sentence.hit.metadata).candidates
+            if c.label and f.start <= c.start and c.end <= f.end]
+
+
+def _without_asked_names(f: Found, inside: Sequence[Candidate], question: Question) -> Found:
     """A list item without the names the question itself gives: asked "Which countries signed with the US?",
     the reader marks "The US and Poland" (the whole subject of "…signed"), and the item is "Poland". Only a
-    span of names joined ("A and B", "A, B & C") is cut; the names are the entities spaCy found at ingest."""
-    inside = [c for c in annotation_of(f.sentence.hit.text, f.sentence.hit.metadata).candidates
-              if c.label and f.start <= c.start and c.end <= f.end]
+    span of names joined ("A and B", "A, B & C") is cut; `inside` are the span's entities (`_entities_in`)."""
     text = f.sentence.hit.text
     between = text[f.start:f.end]
     for c in sorted(inside, key=lambda c: -c.start):
@@ -313,11 +319,11 @@ def _names_any(s: SentenceEvidence, question: Question) -> bool:
     return not question.key_words or any(names(key, s.text) for key in question.key_words)
 
 
-def _of_asked_type(f: Found, question: Question) -> bool:
+def _of_asked_type(f: Found, entities: Sequence[Candidate], question: Question) -> bool:
     """Whether a list item is of the type the question asks for ("Which countries…?": a GPE), as far as the
-    entities spaCy found at ingest tell: an item with no entity, or a question with no type, passes."""
-    labels = {c.label for c in annotation_of(f.sentence.hit.text, f.sentence.hit.metadata).candidates
-              if c.label and f.start <= c.start and c.end <= f.end}
+    entities of its span tell (those of `entities` within it): an item with no entity, or a question with no
+    type, passes."""
+    labels = {c.label for c in entities if f.start <= c.start and c.end <= f.end}
     return not (question.labels and labels) or bool(labels & question.labels)
 
 
