@@ -63,3 +63,13 @@ def test_the_antonym_table_is_read_from_wordnets_own_files(tmp_path) -> None:  #
     for name in ("data.verb", "data.adv"):
         (tmp_path / name).write_text("")
     assert sorted(antonym_pairs(tmp_path)) == [("a", "able", "unable"), ("a", "unable", "able")]
+
+
+def test_an_antonym_takes_over_the_verbs_ending() -> None:
+    """"opened" -> "closed" (not "closeed"); the ending is only a verb's."""
+    article = {"title": "Museum", "paragraphs": [{
+        "context": "The museum was opened in 1990 by the mayor.",
+        "qas": [{"id": "m1", "question": "When was the museum opened?", "answers": [{"text": "1990", "answer_start": 25}]}],
+    }]}
+    examples = make_examples([article], seed=3, window_share=0.0, negative_share=0.0, antonym_share=1.0)
+    assert {e.question for e in examples if e.kind == "antonym"} == {"When was the museum closed?"}

@@ -231,21 +231,28 @@ ANTONYMS = Path(__file__).with_name("antonyms.tsv")
 #: Words left alone: the frame of a question ("how many", "how much") and short particles ("on", "off",
 #: "in", "out"), whose WordNet antonyms make a broken question, not a look-alike.
 _KEEP = frozenset({"many", "much", "few", "little", "ever"})
-#: Inflections an antonym takes over from the word it replaces ("agreed" -> "disagreed"): regular ones only.
+#: Inflections an antonym takes over from the word it replaces ("agreed" -> "disagreed"): regular ones, verbs only.
 _SUFFIXES = ("", "s", "ed", "d")
 
 
-def read_antonyms(path: Path = ANTONYMS) -> dict[str, list[str]]:
-    """word -> its antonyms (any part of speech), from the table."""
-    table: dict[str, list[str]] = {}
+def read_antonyms(path: Path = ANTONYMS) -> dict[str, list[tuple[str, str]]]:
+    """word -> its (part of speech, antonym) pairs, from the table."""
+    table: dict[str, list[tuple[str, str]]] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         if line and not line.startswith("#"):
-            _pos, word, antonym = line.split("\t")
-            table.setdefault(word, []).append(antonym)
+            pos, word, antonym = line.split("\t")
+            table.setdefault(word, []).append((pos, antonym))
     return table
 
 
-def _antonym(question: str, context: str, table: dict[str, list[str]], rng: random.Random) -> str | None:
+def _inflected(antonym: str, suffix: str) -> str:
+    """The antonym with the replaced word's regular ending: "agree" + "d", "close" + "ed" -> "closed"."""
+    if suffix in ("ed", "d"):
+        return antonym + ("d" if antonym.endswith("e") else "ed")
+    return antonym + suffix
+
+
+def _antonym(question: str, context: str, table: dict[str, list[tuple[str, str]]], rng: random.Random) -> str | None:
     """The question with one lower-case word the passage also uses swapped for an antonym the passage lacks,
     or None. Names (capitalised), the question word and yes/no questions are left alone."""
     if _AUXILIARY.match(question):
@@ -260,9 +267,13 @@ def _antonym(question: str, context: str, table: dict[str, list[str]], rng: rand
             lemma = word[:len(word) - len(suffix)] if suffix else word
             if not lemma or not word.endswith(suffix) or lemma not in table:
                 continue
-            for antonym in table[lemma]:
-                swapped = antonym + suffix if not (suffix == "d" and not antonym.endswith("e")) else None
-                if swapped and not re.search(rf"\b{swapped}\b", low) and not re.search(rf"\b{antonym}\b", low):
+            if suffix == "d" and not lemma.endswith("e"):
+                continue  # "used" is "use" + "d"; "opened" is not "opene" + "d"
+            for pos, antonym in table[lemma]:
+                if suffix and pos != "v":
+                    continue  # only a verb takes "-s" and "-ed": "directed" is not the adjective "direct"
+                swapped = _inflected(antonym, suffix)
+                if not re.search(rf"\b{swapped}\b", low) and not re.search(rf"\b{antonym}\b", low):
                     choices.append((m.start(), m.end(), swapped))
     if not choices:
         return None
