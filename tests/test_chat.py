@@ -28,6 +28,20 @@ def _spawn(data_dir: Path, **extra_env: str) -> pexpect.spawn:
     return child
 
 
+def _interrupt(child: pexpect.spawn) -> None:
+    """Press Ctrl-C at the prompt and wait for the chat's notice; press it once more if the first was missed.
+
+    CPython's readline looks at signals only when its wait for a key is interrupted: a Ctrl-C that lands
+    while it is still drawing the recalled line is held until the next key (CI saw this once on a loaded
+    host). A person presses again; so does the test, once. A chat that ignores Ctrl-C still fails here.
+    """
+    child.expect(pexpect.TIMEOUT, timeout=0.3)  # let readline finish drawing and wait for a key
+    child.sendintr()
+    if child.expect_exact(["Ctrl-C", pexpect.TIMEOUT], timeout=10) == 1:
+        child.sendintr()
+        child.expect_exact("Ctrl-C", timeout=20)
+
+
 def test_chat_answers_follows_up_and_handles_commands(built_data_dir: Path) -> None:
     child = _spawn(built_data_dir)
     try:
@@ -54,8 +68,7 @@ def test_chat_answers_follows_up_and_handles_commands(built_data_dir: Path) -> N
         # Arrow-up recalls the last line (readline history), Ctrl-C abandons the line, not the chat.
         child.send("\x1b[A")
         child.expect_exact("Jupiter")
-        child.sendintr()
-        child.expect_exact("Ctrl-C")
+        _interrupt(child)
         child.expect_exact(PROMPT)
         child.sendline("/sources")  # after a refusal: why there are none, not "ask a question first"
         child.expect_exact("No sources: the last question was not answered")
