@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from training.reader.data import make_examples
+import json
+from pathlib import Path
+
+import pytest
+
+from training.reader.data import LOOKALIKES, SQUAD11, is_held_out, make_examples, read_lookalikes, read_squad
+from training.reader.lookalike_paragraphs import draw
 
 ARTICLE = {"title": "Lighthouse", "paragraphs": [{
     "context": "The lighthouse was designed by Ingrid Solberg in 1891. Keepers staffed it until 1987.",
@@ -73,3 +79,42 @@ def test_an_antonym_takes_over_the_verbs_ending() -> None:
     }]}
     examples = make_examples([article], seed=3, window_share=0.0, negative_share=0.0, antonym_share=1.0)
     assert {e.question for e in examples if e.kind == "antonym"} == {"When was the museum closed?"}
+
+
+def test_hand_written_look_alikes_are_no_answer_examples_on_their_own_paragraph(tmp_path) -> None:  # noqa: ANN001
+    lines = [
+        {"id": "Lighthouse#0", "question": "Who demolished the lighthouse?", "kind": "antonym",
+         "plausible_answer": "Ingrid Solberg"},
+        {"id": "Lighthouse#0", "question": "When did keepers return to the lighthouse?", "kind": "other",
+         "plausible_answer": "1987"},
+    ]
+    path = tmp_path / "lookalikes.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    written = read_lookalikes(path, [ARTICLE])
+    examples = [e for e in make_examples(written, seed=1, window_share=0.0, negative_share=0.0)]
+    assert [(e.question, e.kind, e.answers) for e in examples] == [
+        ("Who demolished the lighthouse?", "written", ()), ("When did keepers return to the lighthouse?", "written", ())]
+    assert {e.context for e in examples} == {ARTICLE["paragraphs"][0]["context"]}
+    assert len({e.qid for e in examples}) == 2
+
+    # the file and the training data out of step: an error that names the line, not a silent skip
+    for bad, says in (({**lines[0], "id": "Lighthouse#3"}, "no paragraph 'Lighthouse#3'"),
+                      ({**lines[0], "plausible_answer": "Tomas Ibarra"}, "plausible answer is not in")):
+        path.write_text(json.dumps(lines[1]) + "\n" + json.dumps(bad) + "\n")
+        with pytest.raises(ValueError, match=f"lookalikes.jsonl:2: .*{says}"):
+            read_lookalikes(path, [ARTICLE])
+
+
+SQUAD_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad-train"
+
+
+@pytest.mark.skipif(not (SQUAD_TRAIN / SQUAD11).is_file(), reason=f"no SQuAD training data in {SQUAD_TRAIN}")
+def test_the_shipped_look_alikes_each_stand_on_a_training_paragraph_that_tempts_but_does_not_answer() -> None:
+    rows = [json.loads(line) for line in LOOKALIKES.read_text(encoding="utf-8").splitlines()]
+    assert len({r["question"] for r in rows}) == len(rows) == 720
+    assert {r["kind"] for r in rows} == {"antonym", "entity-swap", "negation", "impossible-condition",
+                                          "mutual-exclusion", "other"}
+    articles = read_squad(SQUAD_TRAIN / SQUAD11)
+    written = read_lookalikes(LOOKALIKES, articles)  # raises if a paragraph or a plausible answer is missing
+    assert not any(is_held_out(a["title"]) for a in written)  # never on the articles that calibrate the reader
+    assert {r["id"] for r in rows} == {r["id"] for r in draw(SQUAD_TRAIN)}  # the draw they were written on

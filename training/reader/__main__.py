@@ -52,8 +52,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--antonym-share", type=float, default=0.0,
                    help="share of answerable questions also asked with a word swapped for its WordNet antonym (no answer)")
     p.add_argument("--impossible-repeat", type=int, default=1,
-                   help="times each of SQuAD 2.0's real unanswerable questions is drawn; above 1, the answerable "
+                   help="times each real (and hand-written) unanswerable question is drawn; above 1, the answerable "
                         "questions of their paragraphs are all drawn too (the same paragraph read both ways)")
+    p.add_argument("--lookalikes", type=Path, default=None,
+                   help="unanswerable look-alike questions written by hand on training paragraphs "
+                        "(training/reader/lookalikes.jsonl), taught beside SQuAD 2.0's real ones")
     p.add_argument("--init", type=Path, default=None,
                    help="start from this checkpoint.pt's weights (a second stage) instead of the base model's")
     p.add_argument("--held-out", type=int, default=2000, help="held-out examples scored (seeded sample)")
@@ -88,18 +91,18 @@ def main(argv: list[str] | None = None) -> None:
     train_examples, held = data.load_splits(args.data, seed=args.seed, window_share=args.window_share,
                                             negative_share=args.negative_share, swap_share=args.swap_share,
                                             miss_share=args.miss_share, negate_share=args.negate_share,
-                                            antonym_share=args.antonym_share)
+                                            antonym_share=args.antonym_share, lookalikes=args.lookalikes)
     rng = random.Random(args.seed)
     rng.shuffle(train_examples)
-    # SQuAD 2.0's real unanswerable questions are few (348) and the best teachers of "no answer": all kept
-    # (up to a tenth of a small run's examples).
-    impossible = [e for e in train_examples if e.kind == "impossible"][:args.examples // 10]
+    # SQuAD 2.0's real unanswerable questions are few (348) and the best teachers of "no answer": all kept,
+    # with the hand-written look-alikes (up to a tenth of a small run's examples).
+    impossible = [e for e in train_examples if e.kind in ("impossible", "written")][:args.examples // 10]
     paired: list[data.Example] = []
     if args.impossible_repeat > 1:  # a second stage that teaches from the real look-alikes above all
         paired = data.same_paragraph_answerable(train_examples, impossible)
         impossible = impossible * args.impossible_repeat
     chosen = {id(e) for e in paired}
-    rest = [e for e in train_examples if e.kind != "impossible" and id(e) not in chosen]
+    rest = [e for e in train_examples if e.kind not in ("impossible", "written") and id(e) not in chosen]
     train_examples = impossible + paired + rest[:max(0, args.examples - len(impossible) - len(paired))]
     rng.shuffle(train_examples)
     rng.shuffle(held)

@@ -27,6 +27,9 @@ SQUAD20 = "train-v2.0-10-articles.json.gz"
 #: threshold: a stable choice by title hash (about 1 in 25 articles), not a look at their content.
 HELD_OUT_EVERY = 25
 
+#: Unanswerable look-alike questions written by hand on training paragraphs (`--lookalikes`; the README says how).
+LOOKALIKES = Path(__file__).with_name("lookalikes.jsonl")
+
 # A sentence ends at . ! ? followed by space and a capital/digit/quote. Training-data preparation only:
 # the runtime splits sentences with spaCy at ingest; here a coarse split is enough to cut windows.
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[A-Z0-9\"'(\[])")
@@ -40,7 +43,7 @@ class Example:
     question: str
     context: str
     answers: tuple[tuple[str, int], ...]  # (text, character start in context)
-    kind: str  # "paragraph" | "window" | "other-paragraph" | "other-sentences" | "swapped" | "negated" | "antonym" | "other-article" | "impossible"
+    kind: str  # "paragraph" | "window" | "other-paragraph" | "other-sentences" | "swapped" | "negated" | "antonym" | "other-article" | "impossible" | "written"
 
 
 def read_squad(path: Path) -> list[dict[str, Any]]:
@@ -119,7 +122,7 @@ def make_examples(articles: list[dict[str, Any]], *, seed: int, window_share: fl
             context = para["context"]
             for qa in para["qas"]:
                 if qa.get("is_impossible"):
-                    yield Example(qa["id"], qa["question"], context, (), "impossible")
+                    yield Example(qa["id"], qa["question"], context, (), "written" if qa.get("written") else "impossible")
                     continue
                 answers = tuple((a["text"], a["answer_start"]) for a in qa["answers"] if a["text"].strip())
                 if not answers:
@@ -310,9 +313,35 @@ class _MissIndex:
 _WORDS = re.compile(r"[a-z0-9][a-z0-9'-]{2,}")
 
 
+def read_lookalikes(path: Path, articles: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Look-alike questions written by hand (`lookalikes.jsonl`) as SQuAD articles of unanswerable questions.
+
+    Each line names its paragraph as "Title#index" (the index in SQuAD 1.1 train's article) and gives the
+    question, its kind and the tempting span a careless reader would answer with. A line whose paragraph is
+    not there or whose span the paragraph lacks is an error: the file and the data went out of step.
+    """
+    by_title = {a["title"]: a for a in articles}
+    grouped: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        title, _, index = row["id"].rpartition("#")
+        paragraphs = by_title.get(title, {}).get("paragraphs", [])
+        if not index.isdigit() or int(index) >= len(paragraphs):
+            raise ValueError(f"{path}:{n}: no paragraph {row['id']!r} in the SQuAD 1.1 training data")
+        if row["plausible_answer"] not in paragraphs[int(index)]["context"]:
+            raise ValueError(f"{path}:{n}: its plausible answer is not in paragraph {row['id']!r}")
+        qas = grouped.setdefault((title, int(index)), [])
+        qas.append({"id": f"written/{row['id']}/{len(qas)}", "question": row["question"], "is_impossible": True,
+                    "written": True})
+    return [{"title": title, "paragraphs": [{"context": by_title[title]["paragraphs"][index]["context"], "qas": qas}]}
+            for (title, index), qas in grouped.items()]
+
+
 def load_splits(data_dir: Path, *, seed: int, window_share: float, negative_share: float,
-                swap_share: float = 0.0, miss_share: float = 0.0,
-                negate_share: float = 0.0, antonym_share: float = 0.0) -> tuple[list[Example], list[Example]]:
+                swap_share: float = 0.0, miss_share: float = 0.0, negate_share: float = 0.0,
+                antonym_share: float = 0.0, lookalikes: Path | None = None) -> tuple[list[Example], list[Example]]:
     """(training examples, held-out examples), the held-out ones from held-out articles only."""
     v11 = read_squad(data_dir / SQUAD11)
     v20 = read_squad(data_dir / SQUAD20)
@@ -320,8 +349,9 @@ def load_splits(data_dir: Path, *, seed: int, window_share: float, negative_shar
     v20_impossible = [{"title": a["title"], "paragraphs": [
         {"context": p["context"], "qas": [q for q in p["qas"] if q.get("is_impossible")]}
         for p in a["paragraphs"]]} for a in v20]
-    train_articles = [a for a in v11 + v20_impossible if not is_held_out(a["title"])]
-    held_articles = [a for a in v11 + v20_impossible if is_held_out(a["title"])]
+    written = read_lookalikes(lookalikes, v11) if lookalikes is not None else []
+    train_articles = [a for a in v11 + v20_impossible + written if not is_held_out(a["title"])]
+    held_articles = [a for a in v11 + v20_impossible + written if is_held_out(a["title"])]
     shares = {"window_share": window_share, "negative_share": negative_share, "swap_share": swap_share,
               "miss_share": miss_share, "negate_share": negate_share, "antonym_share": antonym_share}
     train = list(make_examples(train_articles, seed=seed, **shares))
