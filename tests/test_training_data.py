@@ -7,7 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from training.reader.data import LOOKALIKES, SQUAD11, is_held_out, make_examples, read_lookalikes, read_squad
+from training.reader.data import (
+    LOOKALIKES,
+    SQUAD11,
+    SQUAD20,
+    SQUAD20_WHOLE,
+    is_held_out,
+    load_splits,
+    make_examples,
+    read_lookalikes,
+    read_squad,
+    squad20_file,
+)
 from training.reader.lookalike_paragraphs import draw
 
 ARTICLE = {"title": "Lighthouse", "paragraphs": [{
@@ -118,3 +129,23 @@ def test_the_shipped_look_alikes_each_stand_on_a_training_paragraph_that_tempts_
     written = read_lookalikes(LOOKALIKES, articles)  # raises if a paragraph or a plausible answer is missing
     assert not any(is_held_out(a["title"]) for a in written)  # never on the articles that calibrate the reader
     assert {r["id"] for r in rows} == {r["id"] for r in draw(SQUAD_TRAIN)}  # the draw they were written on
+
+
+def test_squad_2_0s_whole_training_set_is_taken_when_it_is_put_beside_the_sample(tmp_path) -> None:  # noqa: ANN001
+    """Its ~43,500 real look-alikes are what the reader lacks (the training README): dropping the file in is enough."""
+    import gzip
+
+    def write(name: str, question: str, impossible: bool) -> None:
+        qa = {"id": name, "question": question, "is_impossible": impossible,
+              "answers": [] if impossible else [{"text": "Ingrid Solberg", "answer_start": 31}]}
+        article = {"title": "Lighthouse", "paragraphs": [{"context": ARTICLE["paragraphs"][0]["context"], "qas": [qa]}]}
+        with gzip.open(tmp_path / name, "wt", encoding="utf-8") as fh:
+            json.dump({"data": [article]}, fh)
+
+    write(SQUAD11, "Who designed the lighthouse?", False)
+    write(SQUAD20, "Who demolished the lighthouse?", True)
+    shares = {"seed": 1, "window_share": 0.0, "negative_share": 0.0}
+    assert [e.question for e in load_splits(tmp_path, **shares)[0] if e.kind == "impossible"] == ["Who demolished the lighthouse?"]
+    write(SQUAD20_WHOLE[0], "Who painted the lighthouse?", True)
+    assert squad20_file(tmp_path).name == SQUAD20_WHOLE[0]
+    assert [e.question for e in load_splits(tmp_path, **shares)[0] if e.kind == "impossible"] == ["Who painted the lighthouse?"]

@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
                                             negative_share=args.negative_share, swap_share=args.swap_share,
                                             miss_share=args.miss_share, negate_share=args.negate_share,
                                             antonym_share=args.antonym_share, lookalikes=args.lookalikes)
+    log.info("SQuAD 2.0's unanswerable questions from %s", data.squad20_file(args.data).name)
     rng = random.Random(args.seed)
     rng.shuffle(train_examples)
     # SQuAD 2.0's real unanswerable questions are few (348) and the best teachers of "no answer": all kept,

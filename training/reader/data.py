@@ -22,6 +22,9 @@ from typing import Any
 #: SQuAD 1.1 train (all answerable) and SQuAD 2.0 train's first 10 articles, as shared/ holds them.
 SQUAD11 = "train-v1.1.json.gz"
 SQUAD20 = "train-v2.0-10-articles.json.gz"
+#: SQuAD 2.0's whole training set (~43,500 unanswerable questions on 442 articles), taken instead of the
+#: 10-article sample when it is put beside it: the real look-alikes are the reader's best teachers of "no answer".
+SQUAD20_WHOLE = ("train-v2.0.json.gz", "train-v2.0.json")
 
 #: Articles of the training files kept out of training, for model selection and the no-answer
 #: threshold: a stable choice by title hash (about 1 in 25 articles), not a look at their content.
@@ -339,12 +342,17 @@ def read_lookalikes(path: Path, articles: list[dict[str, Any]]) -> list[dict[str
             for (title, index), qas in grouped.items()]
 
 
+def squad20_file(data_dir: Path) -> Path:
+    """SQuAD 2.0's whole training set if the data folder holds it, else the 10-article sample."""
+    return next((data_dir / name for name in SQUAD20_WHOLE if (data_dir / name).is_file()), data_dir / SQUAD20)
+
+
 def load_splits(data_dir: Path, *, seed: int, window_share: float, negative_share: float,
                 swap_share: float = 0.0, miss_share: float = 0.0, negate_share: float = 0.0,
                 antonym_share: float = 0.0, lookalikes: Path | None = None) -> tuple[list[Example], list[Example]]:
     """(training examples, held-out examples), the held-out ones from held-out articles only."""
     v11 = read_squad(data_dir / SQUAD11)
-    v20 = read_squad(data_dir / SQUAD20)
+    v20 = read_squad(squad20_file(data_dir))
     # SQuAD 2.0's articles repeat SQuAD 1.1's answerable questions: keep only its unanswerable ones.
     v20_impossible = [{"title": a["title"], "paragraphs": [
         {"context": p["context"], "qas": [q for q in p["qas"] if q.get("is_impossible")]}
