@@ -32,7 +32,7 @@ def _interrupt(child: pexpect.spawn) -> None:
     """Press Ctrl-C at the prompt and wait for the chat's notice; press it once more if the first was missed.
 
     CPython's readline looks at signals only when its wait for a key is interrupted: a Ctrl-C that lands
-    while it is still drawing the recalled line is held until the next key (CI saw this once on a loaded
+    while it is still handling keys or drawing the recalled line is not seen then (CI missed one on a loaded
     host). A person presses again; so does the test, once. A chat that ignores Ctrl-C still fails here.
     """
     child.expect(pexpect.TIMEOUT, timeout=0.3)  # let readline finish drawing and wait for a key

@@ -88,15 +88,18 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer.no_truncation()
     shape = {"max_len": args.max_len, "stride": args.stride, "max_question": args.max_question}
 
-    train_examples, held = data.load_splits(args.data, seed=args.seed, window_share=args.window_share,
-                                            negative_share=args.negative_share, swap_share=args.swap_share,
-                                            miss_share=args.miss_share, negate_share=args.negate_share,
-                                            antonym_share=args.antonym_share, lookalikes=args.lookalikes)
+    try:
+        train_examples, held = data.load_splits(args.data, seed=args.seed, window_share=args.window_share,
+                                                negative_share=args.negative_share, swap_share=args.swap_share,
+                                                miss_share=args.miss_share, negate_share=args.negate_share,
+                                                antonym_share=args.antonym_share, lookalikes=args.lookalikes)
+    except (OSError, ValueError) as exc:  # a missing data folder, a look-alike file out of step with the data
+        raise SystemExit(f"training data: {exc}") from None
     log.info("SQuAD 2.0's unanswerable questions from %s", data.squad20_file(args.data).name)
     rng = random.Random(args.seed)
     rng.shuffle(train_examples)
-    # SQuAD 2.0's real unanswerable questions are few (348) and the best teachers of "no answer": all kept,
-    # with the hand-written look-alikes (up to a tenth of a small run's examples).
+    # SQuAD 2.0's real unanswerable questions are few (348 in the sample shared/ holds) and the best teachers
+    # of "no answer": all kept, with the hand-written look-alikes (up to a tenth of the examples drawn).
     impossible = [e for e in train_examples if e.kind in ("impossible", "written")][:args.examples // 10]
     paired: list[data.Example] = []
     if args.impossible_repeat > 1:  # a second stage that teaches from the real look-alikes above all
