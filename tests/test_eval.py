@@ -167,7 +167,6 @@ def test_eval_refuses_a_folder_that_is_not_an_eval_set_and_a_call_without_questi
     assert not (tmp_path / "data" / "chroma").exists()  # nothing was built
 
 
-@pytest.mark.slow
 def _part_of_squad2_dev(folder: Path, articles: tuple[str, ...], unanswerable: int) -> Path:
     """A set of squad2-dev's own form: the questions of two of its articles and a few unanswerable ones.
 
@@ -188,6 +187,7 @@ def _part_of_squad2_dev(folder: Path, articles: tuple[str, ...], unanswerable: i
     return folder
 
 
+@pytest.mark.slow
 def test_eval_set_squad2_dev_runs_on_its_own_corpus_beside_the_users_index(built_data_dir: Path, tmp_path: Path,
                                                                             embedder: Embedder) -> None:
     from rag.index import Index
