@@ -1,4 +1,5 @@
-"""The reader's training examples (training/reader/data.py) on a tiny SQuAD-shaped article: no data needed."""
+"""The reader's training examples (training/reader/data.py) on a tiny SQuAD-shaped article: no data needed,
+but for the check of the shipped look-alikes against SQuAD's training data (skipped without it)."""
 
 from __future__ import annotations
 
