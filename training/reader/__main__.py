@@ -75,6 +75,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args.work.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
+    if not (args.resume or args.calibrate_only):
+        from .train import check_fresh_start
+
+        check_fresh_start(args.work)  # before minutes of loading data, not after
 
     from tokenizers import Tokenizer
 

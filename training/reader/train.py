@@ -54,6 +54,13 @@ def collate(torch: Any, feats: list[Feature]) -> dict[str, Any]:
             "end_positions": torch.tensor([f.end for f in feats])}
 
 
+def check_fresh_start(out: Path) -> None:
+    """Refuse to train over a checkpoint by accident: `--resume` continues it, or the user removes it."""
+    ckpt = out / "checkpoint.pt"
+    if ckpt.exists():
+        raise SystemExit(f"{ckpt} exists: pass --resume to continue it, or remove it to start again")
+
+
 def train(features: list[Feature], out: Path, *, epochs: float, batch_size: int, lr: float, warmup: float,
           seed: int, threads: int, resume: bool, checkpoint_every: int, freeze_layers: int,
           on_checkpoint: Callable[[Any, int], None] | None = None, init: Path | None = None) -> Any:
@@ -95,8 +102,8 @@ def train(features: list[Feature], out: Path, *, epochs: float, batch_size: int,
         step = state["step"]
         torch.set_rng_state(state["torch_rng"])
         log.info("resumed at step %d of %d", step, total)
-    elif ckpt.exists():
-        raise SystemExit(f"{ckpt} exists: pass --resume to continue it, or remove it to start again")
+    else:
+        check_fresh_start(out)
     model.train()
     started, first_step, losses = time.monotonic(), step, []
     while step < total:
