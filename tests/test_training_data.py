@@ -18,6 +18,7 @@ from training.reader.data import (
     make_examples,
     read_lookalikes,
     read_squad,
+    same_paragraph_answerable,
     squad20_file,
 )
 from training.reader.lookalike_paragraphs import draw
@@ -150,3 +151,18 @@ def test_squad_2_0s_whole_training_set_is_taken_when_it_is_put_beside_the_sample
     write(SQUAD20_WHOLE[0], "Who painted the lighthouse?", True)
     assert squad20_file(tmp_path).name == SQUAD20_WHOLE[0]
     assert [e.question for e in load_splits(tmp_path, **shares)[0] if e.kind == "impossible"] == ["Who painted the lighthouse?"]
+
+
+def test_a_look_alike_is_paired_with_the_answerable_questions_of_its_own_paragraph() -> None:
+    """`--impossible-repeat`: the look-alike's paragraph read both ways, whole or as a window of its sentences."""
+    other = {"context": "The harbour museum opened in 1990. It shows the old lamp.",
+             "qas": [{"id": "o1", "question": "When did the museum open?", "answers": [{"text": "1990", "answer_start": 29}]}]}
+    paragraph = ARTICLE["paragraphs"][0]
+    article = {"title": "Lighthouse", "paragraphs": [
+        {**paragraph, "qas": [*paragraph["qas"], {"id": "x1", "question": "Who demolished the lighthouse?", "is_impossible": True}]},
+        other]}
+    examples = list(make_examples([article], seed=1, window_share=0.5, negative_share=0.0))
+    impossible = [e for e in examples if e.kind == "impossible"]
+    paired = same_paragraph_answerable(examples, impossible)
+    assert {e.qid for e in paired} == {"q1", "q2", "q3"}, [(e.qid, e.kind) for e in paired]
+    assert {e.kind for e in paired} == {"paragraph", "window"}  # a window of the paragraph counts as it

@@ -104,13 +104,13 @@ def main(argv: list[str] | None = None) -> None:
     rng.shuffle(train_examples)
     # SQuAD 2.0's real unanswerable questions are few (348 in the sample shared/ holds) and the best teachers
     # of "no answer": all kept, with the hand-written look-alikes (up to a tenth of the examples drawn).
-    impossible = [e for e in train_examples if e.kind in ("impossible", "written")][:args.examples // 10]
+    impossible = [e for e in train_examples if e.kind in data.WRITTEN_UNANSWERABLE][:args.examples // 10]
     paired: list[data.Example] = []
     if args.impossible_repeat > 1:  # a second stage that teaches from the real look-alikes above all
         paired = data.same_paragraph_answerable(train_examples, impossible)
         impossible = impossible * args.impossible_repeat
     chosen = {id(e) for e in paired}
-    rest = [e for e in train_examples if e.kind not in ("impossible", "written") and id(e) not in chosen]
+    rest = [e for e in train_examples if e.kind not in data.WRITTEN_UNANSWERABLE and id(e) not in chosen]
     train_examples = impossible + paired + rest[:max(0, args.examples - len(impossible) - len(paired))]
     rng.shuffle(train_examples)
     rng.shuffle(held)

@@ -32,6 +32,8 @@ HELD_OUT_EVERY = 25
 
 #: Unanswerable look-alike questions written by hand on training paragraphs (`--lookalikes`; the README says how).
 LOOKALIKES = Path(__file__).with_name("lookalikes.jsonl")
+#: The kinds of example that are unanswerable questions people wrote: SQuAD 2.0's own, and ours.
+WRITTEN_UNANSWERABLE = ("impossible", "written")
 
 # A sentence ends at . ! ? followed by space and a capital/digit/quote. Training-data preparation only:
 # the runtime splits sentences with spaCy at ingest; here a coarse split is enough to cut windows.
@@ -367,13 +369,22 @@ def load_splits(data_dir: Path, *, seed: int, window_share: float, negative_shar
     return train, held
 
 
+#: Characters of a sentence's start that find the paragraphs a window may come from (same_paragraph_answerable).
+_START_CHARS = 40
+
+
 def same_paragraph_answerable(examples: list[Example], impossible: list[Example]) -> list[Example]:
     """The answerable examples read against the paragraphs of the unanswerable ones (whole, or a window of
     them): SQuAD 2.0's annotators wrote each look-alike beside real questions on the same paragraph, so the
     pair shows what makes one answerable and the other not."""
-    paragraphs = {e.context for e in impossible}
+    # A window starts where a sentence of its paragraph starts (`_window`): look it up by that start, not
+    # by searching every paragraph (SQuAD 2.0's whole set has ~20,000 paragraphs with look-alikes).
+    by_start: dict[str, set[str]] = {}
+    for p in {e.context for e in impossible}:
+        for s, _ in [(0, 0), *sentence_spans(p)]:
+            by_start.setdefault(p[s:s + _START_CHARS], set()).add(p)
     return [e for e in examples if e.answers and e.kind in ("paragraph", "window")
-            and (e.context in paragraphs or any(e.context in p for p in paragraphs))]
+            and any(e.context in p for p in by_start.get(e.context[:_START_CHARS], ()))]
 
 
 # ----------------------------------------------------------------------------------------------
