@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from rag.answer.reader import SpanReader
+from training.reader.data import DATA_DIR
 
 from .conftest import REPO
 
-DATA = REPO.parent / "shared" / "data" / "squad-train"
+DATA = DATA_DIR
 EVAL_SET = REPO / "tests" / "data" / "squad2-dev"
 
 pytestmark = pytest.mark.skipif(not (DATA / "train-v1.1.json.gz").is_file(), reason=f"no SQuAD training data in {DATA}")

@@ -4,11 +4,11 @@ but for the check of the shipped look-alikes against SQuAD's training data (skip
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from training.reader.data import (
+    DATA_DIR,
     LOOKALIKES,
     SQUAD11,
     SQUAD20,
@@ -118,7 +118,7 @@ def test_hand_written_look_alikes_are_no_answer_examples_on_their_own_paragraph(
             read_lookalikes(path, [ARTICLE])
 
 
-SQUAD_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad-train"
+SQUAD_TRAIN = DATA_DIR  # shared/ beside the checkout, as on the project's machines and CI
 
 
 @pytest.mark.skipif(not (SQUAD_TRAIN / SQUAD11).is_file(), reason=f"no SQuAD training data in {SQUAD_TRAIN}")

@@ -16,14 +16,17 @@ import sys
 import time
 from pathlib import Path
 
+from .data import DATA_DIR
+
 ROOT = Path(__file__).resolve().parents[2]
 log = logging.getLogger("training.reader")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m training.reader", description=__doc__)
-    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "squad-train",
-                   help="folder with train-v1.1.json.gz and train-v2.0-10-articles.json.gz")
+    p.add_argument("--data", type=Path, default=DATA_DIR,
+                   help="folder with train-v1.1.json.gz and train-v2.0-10-articles.json.gz (SQuAD 2.0's whole "
+                        "train-v2.0.json.gz instead, when it is there)")
     p.add_argument("--eval-set", type=Path, default=ROOT.parent / "shared" / "eval" / "squad2-dev",
                    help="squad2-dev folder (questions.jsonl + corpus/): scored with the gold paragraph, never trained on")
     p.add_argument("--work", type=Path, default=ROOT / "build" / "reader", help="checkpoints and intermediate files")

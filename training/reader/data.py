@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+#: Where the project's machines keep the SQuAD training data: `shared/` beside the checkout (`--data` elsewhere).
+DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "squad-train"
 #: SQuAD 1.1 train (all answerable) and SQuAD 2.0 train's first 10 articles, as shared/ holds them.
 SQUAD11 = "train-v1.1.json.gz"
 SQUAD20 = "train-v2.0-10-articles.json.gz"

@@ -17,7 +17,7 @@ import json
 import random
 from pathlib import Path
 
-from .data import SQUAD11, SQUAD20, is_held_out, read_squad
+from .data import DATA_DIR, SQUAD11, SQUAD20, is_held_out, read_squad
 
 #: The draw the shipped file was written on (2026-12-07): 240 articles, a paragraph of 400-1,100
 #: characters with at least 3 questions from each, in 4 parts of 60.
@@ -48,9 +48,8 @@ def draw(data_dir: Path) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    root = Path(__file__).resolve().parents[2]
     p = argparse.ArgumentParser(prog="python -m training.reader.lookalike_paragraphs", description=__doc__.split("\n")[0])
-    p.add_argument("--data", type=Path, default=root.parent / "shared" / "data" / "squad-train")
+    p.add_argument("--data", type=Path, default=DATA_DIR)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     rows = draw(args.data)
