@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -20,8 +21,26 @@ CORPUS = REPO / "corpus"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 DEV_QUESTIONS = Path(__file__).resolve().parent / "data" / "dev_questions.jsonl"  # copy of shared/eval
 MORE_QUESTIONS = Path(__file__).resolve().parent / "data" / "more_questions.jsonl"
+SQUAD2_DEV = Path(__file__).resolve().parent / "data" / "squad2-dev"  # copy of shared/eval (its README)
 _SCRIPT = Path(sys.executable).with_name("qabot")
 QABOT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "bot.cli"]
+
+
+def squad2_dev_questions() -> list[dict]:
+    """squad2-dev's 150 questions, in the file's order."""
+    return [json.loads(line) for line in (SQUAD2_DEV / "questions.jsonl").read_text().splitlines()]
+
+
+def part_of_squad2_dev(folder: Path, questions: list[dict]) -> Path:
+    """An eval set of squad2-dev's form in `folder`: these of its questions and the articles they name.
+
+    All 150 questions take most of a test's time; a test of the machinery needs far fewer.
+    """
+    (folder / "corpus").mkdir(parents=True)
+    (folder / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    for doc in {d for q in questions for d in q.get("gold_docs", [])}:
+        shutil.copy(SQUAD2_DEV / "corpus" / f"{doc}.txt", folder / "corpus")
+    return folder
 
 
 @pytest.fixture(autouse=True)

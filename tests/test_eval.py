@@ -22,9 +22,16 @@ from rag.evaluate import (
     word_count,
 )
 
-from .conftest import CORPUS, DEV_QUESTIONS, REPO, assert_one_line_error, make_settings, run_qabot
+from .conftest import (
+    CORPUS,
+    DEV_QUESTIONS,
+    assert_one_line_error,
+    make_settings,
+    part_of_squad2_dev,
+    run_qabot,
+    squad2_dev_questions,
+)
 
-SQUAD2_DEV = REPO / "tests" / "data" / "squad2-dev"
 QUESTION = "Who signed the US-Poland 5G deal?"
 UNANSWERABLE = "How many moons does Jupiter have?"
 
@@ -167,26 +174,6 @@ def test_eval_refuses_a_folder_that_is_not_an_eval_set_and_a_call_without_questi
     assert not (tmp_path / "data" / "chroma").exists()  # nothing was built
 
 
-def _part_of_squad2_dev(folder: Path, articles: tuple[str, ...], unanswerable: int) -> Path:
-    """A set of squad2-dev's own form: the questions of two of its articles and a few unanswerable ones.
-
-    All 150 questions on all five articles take ~40 s here; what this test checks does not need them.
-    """
-    (folder / "corpus").mkdir(parents=True)
-    kept, refusals = [], 0
-    for line in (SQUAD2_DEV / "questions.jsonl").read_text().splitlines():
-        q = json.loads(line)
-        if q.get("unanswerable") and refusals < unanswerable:
-            refusals += 1
-            kept.append(line)
-        elif (q.get("gold_docs") or [""])[0] in articles:
-            kept.append(line)
-    (folder / "questions.jsonl").write_text("\n".join(kept) + "\n")
-    for name in articles:
-        shutil.copy(SQUAD2_DEV / "corpus" / f"{name}.txt", folder / "corpus")
-    return folder
-
-
 @pytest.mark.slow
 def test_eval_set_squad2_dev_runs_on_its_own_corpus_beside_the_users_index(built_data_dir: Path, tmp_path: Path,
                                                                             embedder: Embedder) -> None:
@@ -194,7 +181,11 @@ def test_eval_set_squad2_dev_runs_on_its_own_corpus_beside_the_users_index(built
 
     data = tmp_path / "data"
     shutil.copytree(built_data_dir, data)
-    eval_set = _part_of_squad2_dev(tmp_path / "squad2-part", ("Jacksonville_Florida", "Sky_United_Kingdom"), 10)
+    # two of its five articles with their 40 questions, and 10 unanswerable ones: the whole set takes ~40 s
+    questions = squad2_dev_questions()
+    eval_set = part_of_squad2_dev(tmp_path / "squad2-part", [
+        *(q for q in questions if q.get("gold_docs", [""])[0] in ("Jacksonville_Florida", "Sky_United_Kingdom")),
+        *[q for q in questions if q.get("unanswerable")][:10]])
     env = {"QABOT_CORPUS_DIR": str(CORPUS), "QABOT_DATA_DIR": str(data)}
     result = run_qabot("eval", "--questions", str(DEV_QUESTIONS), "--set", str(eval_set), "--json",
                        "--min-hit-rate", "0.9", env=env, timeout=300)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,28 +17,17 @@ import pytest
 from rag.answer.reader import SpanReader
 from training.reader.data import DATA_DIR
 
-from .conftest import REPO
+from .conftest import REPO, part_of_squad2_dev, squad2_dev_questions
 
 DATA = DATA_DIR
-EVAL_SET = REPO / "tests" / "data" / "squad2-dev"
 
 pytestmark = pytest.mark.skipif(not (DATA / "train-v1.1.json.gz").is_file(), reason=f"no SQuAD training data in {DATA}")
 
 
-def _small_eval_set(folder: Path, questions: int = 12) -> Path:
-    """squad2-dev's first answerable questions and their articles: scoring all 100 takes most of a tiny run."""
-    lines = [line for line in (EVAL_SET / "questions.jsonl").read_text().splitlines() if "gold_docs" in line][:questions]
-    (folder / "corpus").mkdir(parents=True)
-    (folder / "questions.jsonl").write_text("\n".join(lines) + "\n")
-    for doc in {json.loads(line)["gold_docs"][0] for line in lines}:
-        shutil.copy(EVAL_SET / "corpus" / f"{doc}.txt", folder / "corpus")
-    return folder
-
-
 def _train(work: Path, ship: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    eval_set = work.parent / "eval-set"
+    eval_set = work.parent / "eval-set"  # squad2-dev's first 12 answerable questions: scoring all 100 is most of a tiny run
     if not eval_set.is_dir():
-        _small_eval_set(eval_set)
+        part_of_squad2_dev(eval_set, [q for q in squad2_dev_questions() if q.get("gold_docs")][:12])
     return subprocess.run(
         [sys.executable, "-m", "training.reader", "--data", str(DATA), "--eval-set", str(eval_set), "--work", str(work),
          "--ship", str(ship), "--examples", "48", "--held-out", "8", "--eval-every", "2", "--threads", "1", *extra],
